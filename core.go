@@ -1,0 +1,432 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+)
+
+// The protocol core.
+//
+// core is the Raft state machine of one node: Figure 2 of the paper plus
+// PreVote and CheckQuorum from Ongaro's thesis. It is deterministic: it owns
+// no goroutines, reads no clock, draws randomness only from its own seeded
+// generator and iterates peers in sorted order, never over a map. The
+// runtime (node.go) or a simulator drives it with inputs and carries out
+// the outputs:
+//
+//	inputs:  tick()                 one unit of logical time has passed
+//	         step(m)                a message arrived
+//	         propose(ents)          the application proposes entries (leader only)
+//	         persisted(num)         the persist batch numbered num is durable
+//	outputs: takeMessages()         messages that may be sent now
+//	         readyToPersist()       a persist batch: truncate, append, hard state,
+//	                                and the messages that may go out only once
+//	                                it is durable
+//	         nextApply(maxBytes)    committed entries to deliver, in index order
+//
+// Invariants, each checked by checkInvariants and kept by the code named:
+//  1. Election Safety: at most one leader per term. A node votes at most once
+//     per term (handleVote) and its vote is durable before the grant is sent
+//     (send routes grants after the batch that records the vote).
+//  2. Leader Append-Only: a leader never truncates its own log (only
+//     stepFollower's handleAppend calls maybeAppend).
+//  3. Log Matching: maybeAppend appends only after prevIndex/prevTerm matched.
+//  4. Leader Completeness: votes go only to up-to-date logs (isUpToDate), and
+//     commit advances by counting only entries of the current term
+//     (maybeCommit, Figure 8).
+//  5. State Machine Safety: entries are applied in index order up to the
+//     commit index, and a committed entry is never truncated (maybeAppend).
+//  6. applied <= committed <= lastIndex (raftLog).
+//  7. Nothing is acknowledged before it is durable: append and vote
+//     responses leave only after the batch that covers them is durable, and
+//     a leader counts itself in a majority only for its durable prefix.
+//  8. Durability is acknowledged by (index, term), never by index alone.
+//  9. Term and vote never regress: they change only through becomeFollower,
+//     becomeCandidate and handleVote, each raising the term or setting a vote
+//     that was empty.
+type core struct {
+	id    NodeID
+	peers []NodeID // every voter, this node included, sorted
+	cfg   coreConfig
+	rng   *rand.Rand
+	log   *slog.Logger
+
+	role Role
+	term uint64
+	vote NodeID
+	lead NodeID
+
+	raftLog *raftLog
+
+	// Election state.
+	electionElapsed           int // ticks since the last reset (leader contact, vote granted, election start)
+	heartbeatElapsed          int // leader only
+	randomizedElectionTimeout int // in [electionTicks, 2*electionTicks)
+	votes                     map[NodeID]bool
+
+	// Leader state: one progress per peer other than this node.
+	prs map[NodeID]*progress
+	// uncommittedBytes is the size of the entries this leader appended in its
+	// term that are not yet committed; propose refuses past maxUncommittedBytes.
+	uncommittedBytes int
+
+	// Output buffers.
+	msgs         []Message // may be sent now
+	afterDurable []Message // may be sent once everything handed to the Persister so far is durable
+
+	// Persistence tracking.
+	persistedHS HardState // last hard state handed to the Persister
+	durableTerm uint64    // term of the last hard state known durable
+	nextNum     uint64    // number of the next persist batch
+	pending     []pendingBatch
+	ticks       uint64 // logical clock: ticks since start
+
+	matchBuf []uint64 // scratch space for maybeCommit
+}
+
+// coreConfig is Config resolved to the core's units: ticks and bytes.
+type coreConfig struct {
+	electionTicks       int
+	heartbeatTicks      int
+	preVote             bool
+	checkQuorum         bool
+	maxMsgBytes         int // entries per MsgApp
+	maxInflightMsgs     int
+	maxInflightBytes    int
+	maxUncommittedBytes int
+	seed                uint64
+}
+
+// pendingBatch records a persist batch handed to the runtime and not yet
+// reported durable.
+type pendingBatch struct {
+	num       uint64
+	lastIndex uint64 // log position the batch makes durable
+	lastTerm  uint64
+	hs        HardState
+	issued    uint64 // tick at which the batch was handed out
+}
+
+// persistBatch is what the runtime must write, in order: truncate the log
+// from TruncateFrom (if nonzero), append Entries, save HardState (if
+// SaveHardState), then Sync if MustSync; once that has returned, send
+// AfterDurable and report persisted(Num).
+type persistBatch struct {
+	num           uint64
+	truncateFrom  uint64
+	entries       []Entry
+	saveHardState bool
+	hardState     HardState
+	mustSync      bool
+	afterDurable  []Message
+}
+
+var errNotLeaderCore = errors.New("raft: core: not leader")
+
+func newCore(id NodeID, peers []NodeID, cfg coreConfig, st PersistentState, logger *slog.Logger) (*core, error) {
+	rl, err := newRaftLog(st.Entries, st.HardState.Commit)
+	if err != nil {
+		return nil, err
+	}
+	if st.HardState.Vote != 0 && !slices.Contains(peers, st.HardState.Vote) {
+		return nil, fmt.Errorf("raft: %w: persisted vote for %d, not a peer", ErrCorrupt, st.HardState.Vote)
+	}
+	if lt := rl.lastTerm(); lt > st.HardState.Term {
+		return nil, fmt.Errorf("raft: %w: persisted term %d below last log term %d", ErrCorrupt, st.HardState.Term, lt)
+	}
+	ps := slices.Clone(peers)
+	slices.Sort(ps)
+	c := &core{
+		id:          id,
+		peers:       ps,
+		cfg:         cfg,
+		rng:         rand.New(rand.NewPCG(cfg.seed, uint64(id))),
+		log:         logger,
+		term:        st.HardState.Term,
+		vote:        st.HardState.Vote,
+		raftLog:     rl,
+		persistedHS: st.HardState,
+		durableTerm: st.HardState.Term,
+		matchBuf:    make([]uint64, 0, len(ps)),
+	}
+	c.persistedHS.Commit = rl.committed
+	c.becomeFollower(c.term, 0)
+	return c, nil
+}
+
+func (c *core) hardState() HardState {
+	return HardState{Term: c.term, Vote: c.vote, Commit: c.raftLog.committed}
+}
+
+func (c *core) quorum() int { return len(c.peers)/2 + 1 }
+
+// tick advances logical time by one unit: the role's timer.
+func (c *core) tick() {
+	c.ticks++
+	if c.role == RoleLeader {
+		c.tickHeartbeat()
+	} else {
+		c.tickElection()
+	}
+}
+
+// step processes one message from a peer. It first settles the term, the
+// same way for every role (Figure 2, "Rules for Servers: All Servers"), then
+// hands the message to the role's step function. Messages from unknown nodes
+// and with stale terms are dropped; an error reports a malformed message.
+func (c *core) step(m Message) error {
+	if m.To != c.id || m.From == c.id || !slices.Contains(c.peers, m.From) {
+		c.log.Debug("drop message from unknown node", "from", m.From, "to", m.To, "type", m.Type)
+		return nil
+	}
+	switch {
+	case m.Term > c.term:
+		if (m.Type == MsgVote || m.Type == MsgPreVote) && c.inLease() {
+			// Thesis §4.2.3: a node that heard from a live leader within the
+			// minimum election timeout ignores vote requests, so a node that
+			// was partitioned away (or removed) cannot depose a healthy
+			// leader by inflating its term (pitfall 12).
+			c.log.Debug("ignore vote request inside leader lease", "from", m.From, "term", m.Term, "type", m.Type)
+			return nil
+		}
+		switch {
+		case m.Type == MsgPreVote:
+			// A PreVote does not change our term (thesis §9.6).
+		case m.Type == MsgPreVoteResp && !m.Reject:
+			// A grant carries the term we would campaign in, not the
+			// responder's term.
+		case m.Type == MsgApp || m.Type == MsgHeartbeat:
+			c.becomeFollower(m.Term, m.From)
+		default:
+			c.becomeFollower(m.Term, 0)
+		}
+	case m.Term < c.term:
+		switch {
+		case (c.cfg.checkQuorum || c.cfg.preVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
+			// A leader of an older term is talking to us. With PreVote or
+			// CheckQuorum we may never advance its term through our votes,
+			// so tell it our term: it steps down and a fresh election can
+			// include us (pitfall 9, etcd-io/etcd#8243).
+			c.send(Message{Type: MsgAppResp, To: m.From, Term: c.term})
+		case m.Type == MsgPreVote:
+			// Reject at our term, so that a pre-candidate behind us learns
+			// it; dropping it could leave the cluster leaderless (pitfall 9).
+			c.send(Message{Type: MsgPreVoteResp, To: m.From, Term: c.term, Reject: true})
+		default:
+			c.log.Debug("drop stale message", "from", m.From, "type", m.Type, "msg_term", m.Term, "term", c.term)
+		}
+		return nil
+	}
+
+	switch m.Type {
+	case MsgVote, MsgPreVote:
+		c.handleVote(m)
+		return nil
+	}
+	switch c.role {
+	case RoleLeader:
+		return c.stepLeader(m)
+	case RoleCandidate, RolePreCandidate:
+		return c.stepCandidate(m)
+	default:
+		return c.stepFollower(m)
+	}
+}
+
+// inLease reports whether this node has heard from a leader (or, as leader,
+// from a quorum) within the minimum election timeout.
+func (c *core) inLease() bool {
+	return c.cfg.checkQuorum && c.lead != 0 && c.electionElapsed < c.cfg.electionTicks
+}
+
+// propose appends ents, whose Type and Data the caller has set, to the
+// leader's log in one batch and starts replicating them. It fills in each
+// entry's Index and Term and returns the index of the first. The core keeps
+// the slice.
+func (c *core) propose(ents []Entry) (first, term uint64, err error) {
+	if c.role != RoleLeader {
+		return 0, 0, errNotLeaderCore
+	}
+	size := 0
+	for i := range ents {
+		size += len(ents[i].Data)
+	}
+	if c.uncommittedBytes > 0 && c.uncommittedBytes+size > c.cfg.maxUncommittedBytes {
+		return 0, 0, ErrBusy
+	}
+	first = c.raftLog.lastIndex() + 1
+	for i := range ents {
+		ents[i].Index = first + uint64(i)
+		ents[i].Term = c.term
+	}
+	c.raftLog.append(ents...)
+	c.uncommittedBytes += size
+	c.bcastAppend(false)
+	return first, c.term, nil
+}
+
+// canAcceptBytes reports whether a leader would accept n more bytes of
+// proposals now. The runtime stops reading proposals when it would not.
+func (c *core) canAcceptBytes(n int) bool {
+	return c.uncommittedBytes == 0 || c.uncommittedBytes+n <= c.cfg.maxUncommittedBytes
+}
+
+// send routes an outgoing message by its durability rule. A response (an
+// append acknowledgement, a vote grant, any reply carrying our term) and our
+// own MsgVote depend on state that must be durable first: the entries
+// acknowledged, the vote cast, the term adopted (paper Figure 2, thesis
+// §3.8). They leave only once everything handed to the Persister before them
+// is durable. A leader's MsgApp and heartbeats may leave at once, in
+// parallel with its own disk write (thesis §10.2.1), as long as the term
+// they carry is durable; PreVote messages change no state.
+func (c *core) send(m Message) {
+	m.From = c.id
+	if m.Term == 0 {
+		m.Term = c.term
+	}
+	switch m.Type {
+	case MsgApp, MsgHeartbeat:
+		if c.durableTerm == c.term && c.persistedHS.Term == c.term {
+			c.msgs = append(c.msgs, m)
+			return
+		}
+	case MsgPreVote, MsgPreVoteResp:
+		c.msgs = append(c.msgs, m)
+		return
+	}
+	c.afterDurable = append(c.afterDurable, m)
+}
+
+// takeMessages returns the messages that may be sent now and clears the
+// buffer. The caller owns the returned slice.
+func (c *core) takeMessages() []Message {
+	m := c.msgs
+	c.msgs = nil
+	return m
+}
+
+// hasPersistWork reports whether readyToPersist would return a batch.
+func (c *core) hasPersistWork() bool {
+	return c.raftLog.hasUnstable() || c.hardState() != c.persistedHS || len(c.afterDurable) > 0
+}
+
+// readyToPersist returns the next persist batch. The runtime must carry out
+// batches in the order they were returned and report each with persisted.
+func (c *core) readyToPersist() *persistBatch {
+	b := &persistBatch{num: c.nextNum}
+	c.nextNum++
+	b.truncateFrom, b.entries = c.raftLog.takeUnstable()
+	hs := c.hardState()
+	if hs != c.persistedHS {
+		b.saveHardState = true
+		b.hardState = hs
+		// The commit index alone need not be synced: losing it only makes a
+		// restarted node wait for the leader to repeat it.
+		b.mustSync = hs.Term != c.persistedHS.Term || hs.Vote != c.persistedHS.Vote
+		c.persistedHS = hs
+	}
+	b.mustSync = b.mustSync || b.truncateFrom != 0 || len(b.entries) > 0
+	b.afterDurable = c.afterDurable
+	c.afterDurable = nil
+	c.pending = append(c.pending, pendingBatch{
+		num: b.num, lastIndex: c.raftLog.lastIndex(), lastTerm: c.raftLog.lastTerm(),
+		hs: hs, issued: c.ticks,
+	})
+	return b
+}
+
+// persisted reports that every persist batch up to and including num is
+// durable.
+func (c *core) persisted(num uint64) {
+	var last *pendingBatch
+	n := 0
+	for n < len(c.pending) && c.pending[n].num <= num {
+		last = &c.pending[n]
+		n++
+	}
+	if last == nil {
+		return
+	}
+	c.durableTerm = last.hs.Term
+	c.raftLog.stableTo(last.lastIndex, last.lastTerm)
+	c.pending = slices.Delete(c.pending, 0, n)
+	if c.role == RoleLeader && c.maybeCommit() {
+		c.bcastAppend(true)
+	}
+}
+
+// diskStalled reports whether the oldest persist batch has been outstanding
+// for an election timeout.
+func (c *core) diskStalled() bool {
+	return len(c.pending) > 0 && c.ticks-c.pending[0].issued >= uint64(c.cfg.electionTicks)
+}
+
+// nextApply returns committed entries to deliver, in index order, at most
+// about maxBytes of them. The caller must not modify them.
+func (c *core) nextApply(maxBytes int) []Entry { return c.raftLog.nextApply(maxBytes) }
+
+// hasApply reports whether nextApply would return entries.
+func (c *core) hasApply() bool { return c.raftLog.applied < c.raftLog.committed }
+
+func (c *core) reset(term uint64) {
+	if c.term != term {
+		c.term = term
+		c.vote = 0
+	}
+	c.lead = 0
+	c.electionElapsed = 0
+	c.heartbeatElapsed = 0
+	c.resetRandomizedElectionTimeout()
+	c.votes = nil
+	c.prs = nil
+	c.uncommittedBytes = 0
+}
+
+func (c *core) resetRandomizedElectionTimeout() {
+	c.randomizedElectionTimeout = c.cfg.electionTicks + c.rng.IntN(c.cfg.electionTicks)
+}
+
+// checkInvariants returns an error naming the first broken invariant of this
+// node's own state. Cross-node invariants (Election Safety, Log Matching,
+// State Machine Safety) need every node and live in the checkers.
+func (c *core) checkInvariants() error {
+	if err := c.raftLog.checkInvariants(); err != nil {
+		return err
+	}
+	if c.raftLog.lastTerm() > c.term {
+		return fmt.Errorf("core: last log term %d > current term %d", c.raftLog.lastTerm(), c.term)
+	}
+	if c.role == RoleLeader && c.lead != c.id {
+		return fmt.Errorf("core: leader with lead %d", c.lead)
+	}
+	if c.persistedHS.Term > c.term {
+		return fmt.Errorf("core: persisted term %d > term %d", c.persistedHS.Term, c.term)
+	}
+	for _, id := range c.peers {
+		if pr := c.prs[id]; pr != nil {
+			if err := pr.check(); err != nil {
+				return fmt.Errorf("core: peer %d: %w", id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// coreStatus is a copy of the core's state for Status.
+type coreStatus struct {
+	role                          Role
+	term                          uint64
+	lead                          NodeID
+	commit, applied, last, stable uint64
+}
+
+func (c *core) status() coreStatus {
+	return coreStatus{
+		role: c.role, term: c.term, lead: c.lead,
+		commit: c.raftLog.committed, applied: c.raftLog.applied,
+		last: c.raftLog.lastIndex(), stable: c.raftLog.durable,
+	}
+}

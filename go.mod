@@ -1,0 +1,3 @@
+module github.com/raftkit/raft
+
+go 1.24

@@ -1,0 +1,265 @@
+package raft
+
+import "fmt"
+
+// raftLog is a node's copy of the replicated log, with the positions the
+// protocol and the runtime track in it.
+//
+// Layout: entries[0] is a sentinel holding index 0 and term 0 (the snapshot
+// issue will make it the snapshot's index and term), and entries[i].Index ==
+// offset+i for every i. Until log compaction exists, offset is always 0.
+//
+// Invariant: applied <= committed <= lastIndex().
+// Invariant: durable <= lastIndex(), and every entry at or below durable was
+// covered by a completed Persister.Sync with the term it has now.
+// Invariant: persisted < unstable <= lastIndex()+1 where persisted is the last
+// index handed to the Persister; entries from unstable on have not yet been
+// handed to it.
+type raftLog struct {
+	entries []Entry
+	offset  uint64
+
+	committed uint64 // highest index known committed (Figure 2 commitIndex)
+	applied   uint64 // highest index handed to the runtime for delivery (lastApplied)
+	durable   uint64 // highest index known durable on this node
+
+	// unstable is the first index not yet handed to the Persister.
+	unstable uint64
+	// truncateFrom, when nonzero, is the lowest index at which entries already
+	// handed to the Persister were replaced; the next persist batch must
+	// truncate there before appending.
+	truncateFrom uint64
+}
+
+func newRaftLog(ents []Entry, commit uint64) (*raftLog, error) {
+	l := &raftLog{entries: make([]Entry, 1, len(ents)+1)}
+	for i, e := range ents {
+		// Gateway check: the Persister's data must be contiguous from 1 with
+		// non-decreasing terms; past this point the code assumes it.
+		if e.Index != uint64(i)+1 {
+			return nil, fmt.Errorf("raft: %w: loaded entry %d has index %d, want %d", ErrCorrupt, i, e.Index, i+1)
+		}
+		if i > 0 && e.Term < ents[i-1].Term {
+			return nil, fmt.Errorf("raft: %w: loaded entry %d has term %d after term %d", ErrCorrupt, e.Index, e.Term, ents[i-1].Term)
+		}
+	}
+	l.entries = append(l.entries, ents...)
+	last := l.lastIndex()
+	// Deviation from Figure 2 (commitIndex is volatile there): we persist the
+	// commit index lazily so a restarted node can apply at once; it is only a
+	// lower bound of the real one and is clamped to the log we actually hold.
+	l.committed = min(commit, last)
+	l.durable = last
+	l.unstable = last + 1
+	return l, nil
+}
+
+func (l *raftLog) lastIndex() uint64 { return l.offset + uint64(len(l.entries)) - 1 }
+func (l *raftLog) lastTerm() uint64  { return l.entries[len(l.entries)-1].Term }
+
+// term returns the term of the entry at index i, and false if the log does
+// not hold i.
+func (l *raftLog) term(i uint64) (uint64, bool) {
+	if i < l.offset || i > l.lastIndex() {
+		return 0, false
+	}
+	return l.entries[i-l.offset].Term, true
+}
+
+func (l *raftLog) matchTerm(i, term uint64) bool {
+	t, ok := l.term(i)
+	return ok && t == term
+}
+
+// at returns the entry at index i, which must be in the log.
+func (l *raftLog) at(i uint64) *Entry { return &l.entries[i-l.offset] }
+
+// isUpToDate reports whether a log ending at (lastIndex, lastTerm) is at least
+// as up-to-date as ours (paper §5.4.1): a later last term wins, and with equal
+// last terms the longer log wins.
+func (l *raftLog) isUpToDate(lastIndex, lastTerm uint64) bool {
+	return lastTerm > l.lastTerm() || (lastTerm == l.lastTerm() && lastIndex >= l.lastIndex())
+}
+
+// slice returns the entries in [lo, hi) but stops once they total more than
+// maxBytes (it always returns at least one entry when lo < hi). The result
+// shares the log's array; callers must not modify it.
+func (l *raftLog) slice(lo, hi uint64, maxBytes int) []Entry {
+	if lo >= hi {
+		return nil
+	}
+	ents := l.entries[lo-l.offset : hi-l.offset]
+	size := 0
+	for i := range ents {
+		size += len(ents[i].Data)
+		if size > maxBytes && i > 0 {
+			ents = ents[:i]
+			break
+		}
+	}
+	// Cap the capacity: an append by the receiver must never write into our
+	// array.
+	return ents[:len(ents):len(ents)]
+}
+
+// append adds entries at the end of the log. The caller has checked that they
+// follow lastIndex.
+func (l *raftLog) append(ents ...Entry) {
+	l.entries = append(l.entries, ents...)
+}
+
+// truncateAndAppend replaces every entry from ents[0].Index on by ents. It is
+// called only at a real conflict (see maybeAppend); truncating a committed
+// entry would violate State Machine Safety and is refused by the caller.
+func (l *raftLog) truncateAndAppend(ents []Entry) {
+	from := ents[0].Index
+	if from <= l.lastIndex() {
+		// Capacity is cut so the append below reallocates: messages already
+		// sent and batches handed to the Persister still share the old array
+		// and must not see it change.
+		n := from - l.offset
+		l.entries = l.entries[:n:n]
+		if from < l.unstable {
+			if l.truncateFrom == 0 || from < l.truncateFrom {
+				l.truncateFrom = from
+			}
+			l.unstable = from
+		}
+		l.durable = min(l.durable, from-1)
+	}
+	l.entries = append(l.entries, ents...)
+}
+
+// maybeAppend is the follower's side of AppendEntries (Figure 2, receiver
+// implementation, steps 2-4). It returns the index of the last entry the
+// message covers and true if the log matched at (prevIndex, prevTerm).
+//
+// Entries the log already holds with the same term are left alone; only at the
+// first index whose term really differs is the suffix cut. A stale, duplicated
+// or reordered message whose entries all match therefore changes nothing
+// (pitfall 2), and the returned index is prevIndex+len(ents), not our last
+// index: entries past what the message covers may not match the leader.
+func (l *raftLog) maybeAppend(prevIndex, prevTerm uint64, ents []Entry) (lastNew uint64, ok bool, err error) {
+	if !l.matchTerm(prevIndex, prevTerm) {
+		return 0, false, nil
+	}
+	lastNew = prevIndex + uint64(len(ents))
+	for i := range ents {
+		e := &ents[i]
+		if e.Index != prevIndex+1+uint64(i) {
+			return 0, false, fmt.Errorf("raft: malformed MsgApp: entry %d has index %d after prev %d", i, e.Index, prevIndex)
+		}
+		t, held := l.term(e.Index)
+		if held && t == e.Term {
+			continue
+		}
+		if held && e.Index <= l.committed {
+			return 0, false, fmt.Errorf("raft: MsgApp conflicts with committed entry %d (term %d, message term %d)", e.Index, t, e.Term)
+		}
+		l.truncateAndAppend(ents[i:])
+		break
+	}
+	return lastNew, true, nil
+}
+
+// conflictHint returns the hint a follower sends with a rejection of
+// prevIndex: the term of its entry there (zero if it has none) and the first
+// index it holds of that term (or lastIndex+1). The leader can then skip a
+// whole term per round trip instead of one entry.
+func (l *raftLog) conflictHint(prevIndex uint64) (index, term uint64) {
+	if prevIndex > l.lastIndex() {
+		return l.lastIndex() + 1, 0
+	}
+	term, _ = l.term(prevIndex)
+	index = prevIndex
+	for index-1 > l.offset {
+		if t, _ := l.term(index - 1); t != term {
+			break
+		}
+		index--
+	}
+	return index, term
+}
+
+// lastIndexOfTerm returns the highest index at or below hi whose entry has the
+// given term, or 0 if there is none. Terms never decrease along the log, so
+// the scan stops as soon as it passes below term.
+func (l *raftLog) lastIndexOfTerm(term, hi uint64) uint64 {
+	for i := min(hi, l.lastIndex()); i > l.offset; i-- {
+		t, _ := l.term(i)
+		if t == term {
+			return i
+		}
+		if t < term {
+			return 0
+		}
+	}
+	return 0
+}
+
+// commitTo raises the commit index; it never lowers it.
+func (l *raftLog) commitTo(i uint64) {
+	if i > l.committed {
+		if i > l.lastIndex() {
+			panic(fmt.Sprintf("raft: invariant committed <= lastIndex broken: commit %d, last %d", i, l.lastIndex()))
+		}
+		l.committed = i
+	}
+}
+
+// stableTo records that the Persister has made the log durable up to index i
+// as of when its entry had term t. If the entry at i has since been replaced
+// (another term), the acknowledgement is for a different entry and is ignored
+// (pitfall 5: acknowledge durability by index and term, not index alone).
+func (l *raftLog) stableTo(i, t uint64) {
+	if i > l.durable && l.matchTerm(i, t) {
+		l.durable = i
+	}
+}
+
+// nextApply returns the committed entries not yet handed out for delivery, at
+// most maxBytes of them (at least one), and marks them handed out.
+func (l *raftLog) nextApply(maxBytes int) []Entry {
+	ents := l.slice(l.applied+1, l.committed+1, maxBytes)
+	if n := len(ents); n > 0 {
+		l.applied = ents[n-1].Index
+	}
+	return ents
+}
+
+// hasUnstable reports whether anything must be handed to the Persister.
+func (l *raftLog) hasUnstable() bool {
+	return l.truncateFrom != 0 || l.unstable <= l.lastIndex()
+}
+
+// takeUnstable returns what the next persist batch must do to the log:
+// truncate from an index (0 for none), then append ents.
+func (l *raftLog) takeUnstable() (truncateFrom uint64, ents []Entry) {
+	truncateFrom = l.truncateFrom
+	ents = l.slice(l.unstable, l.lastIndex()+1, int(^uint(0)>>1))
+	l.truncateFrom = 0
+	l.unstable = l.lastIndex() + 1
+	return truncateFrom, ents
+}
+
+// checkInvariants returns an error naming the first broken invariant.
+func (l *raftLog) checkInvariants() error {
+	last := l.lastIndex()
+	switch {
+	case l.applied > l.committed:
+		return fmt.Errorf("log: applied %d > committed %d", l.applied, l.committed)
+	case l.committed > last:
+		return fmt.Errorf("log: committed %d > last index %d", l.committed, last)
+	case l.durable > last:
+		return fmt.Errorf("log: durable %d > last index %d", l.durable, last)
+	case l.unstable > last+1:
+		return fmt.Errorf("log: unstable %d > last index %d + 1", l.unstable, last)
+	}
+	for i := 1; i < len(l.entries); i++ {
+		if l.entries[i].Index != l.entries[i-1].Index+1 || l.entries[i].Term < l.entries[i-1].Term {
+			return fmt.Errorf("log: entry %d (index %d term %d) does not follow index %d term %d",
+				i, l.entries[i].Index, l.entries[i].Term, l.entries[i-1].Index, l.entries[i-1].Term)
+		}
+	}
+	return nil
+}

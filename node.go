@@ -1,0 +1,328 @@
+package raft
+
+import (
+	"fmt"
+	"time"
+)
+
+// The runtime: three goroutines around the core.
+//
+//   - run: the only goroutine that touches the core. It feeds it ticks,
+//     messages, proposals and durability reports, sends the messages that may
+//     go out at once, and hands persist batches and committed entries to the
+//     other two loops. It never blocks on the disk, the network or the
+//     application: every hand-off is a select case armed only when there is
+//     something to hand off (the nil-channel idiom).
+//   - persistLoop: writes one batch at a time and syncs it, then sends the
+//     messages that waited for it and reports it durable. While it writes,
+//     the core accumulates the next batch, so concurrent work is
+//     group-committed with one Sync.
+//   - applyLoop: delivers committed commands on ApplyCh, the sole sender on
+//     and closer of that channel.
+//
+// Each exits when stopc closes; Stop waits for all three.
+
+// persistResult reports a persist batch done.
+type persistResult struct {
+	num uint64
+	err error
+}
+
+// applyBatch is committed entries for the apply loop, and the ProposeWait
+// calls to answer once they are delivered.
+type applyBatch struct {
+	ents    []Entry
+	waiters []*proposal
+}
+
+const (
+	maxProposalBatch = 4096    // proposals taken per run-loop iteration
+	maxRecvBatch     = 256     // messages stepped per run-loop iteration
+	maxApplyBytes    = 4 << 20 // entry bytes per apply batch
+)
+
+func (n *Node) run(recvc <-chan Message) {
+	defer n.wg.Done()
+	c := n.core
+	ticker := time.NewTicker(n.tickInterval())
+	defer ticker.Stop()
+	var (
+		pendingPersist *persistBatch
+		pendingApply   applyBatch
+		haveApply      bool
+		failed         error
+	)
+	for {
+		if failed == nil {
+			for _, m := range c.takeMessages() {
+				n.cfg.Transport.Send(m)
+			}
+			if pendingPersist == nil && c.hasPersistWork() {
+				pendingPersist = c.readyToPersist()
+			}
+			if !haveApply && c.hasApply() {
+				pendingApply = n.nextApplyBatch()
+				haveApply = true
+			}
+		}
+		n.publish()
+
+		var (
+			persistc chan *persistBatch
+			applyq   chan applyBatch
+			propc    = n.propc
+		)
+		if pendingPersist != nil {
+			persistc = n.persistc
+		}
+		if haveApply {
+			applyq = n.applyq
+		}
+		if failed == nil && c.role == RoleLeader && !n.canAcceptProposals() {
+			propc = nil // push back on proposals, never on the protocol
+		}
+
+		select {
+		case <-ticker.C:
+			if failed == nil {
+				c.tick()
+			}
+		case m := <-recvc:
+			if failed == nil {
+				n.stepMessage(m)
+				for i := 0; i < maxRecvBatch; i++ {
+					select {
+					case m = <-recvc:
+						n.stepMessage(m)
+						continue
+					default:
+					}
+					break
+				}
+			}
+		case p := <-propc:
+			if failed != nil {
+				p.done <- proposalResult{err: failed}
+				continue
+			}
+			n.handleProposals(p)
+		case persistc <- pendingPersist:
+			pendingPersist = nil
+		case r := <-n.durablec:
+			if r.err != nil {
+				failed = fmt.Errorf("%w: %w", ErrPersist, r.err)
+				n.fail(failed)
+				continue
+			}
+			c.persisted(r.num)
+		case applyq <- pendingApply:
+			pendingApply, haveApply = applyBatch{}, false
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+func (n *Node) stepMessage(m Message) {
+	// Errors are malformed messages from a peer; the core has logged them
+	// and ignores the message.
+	_ = n.core.step(m)
+}
+
+// canAcceptProposals reports whether the leader is within its flow-control
+// limits: uncommitted bytes and the backlog of entries the application has
+// not yet received.
+func (n *Node) canAcceptProposals() bool {
+	c := n.core
+	if !c.canAcceptBytes(0) {
+		return false
+	}
+	return c.raftLog.committed-min(n.applied.Load(), c.raftLog.committed) <= uint64(n.cfg.maxApplyBacklog())
+}
+
+// handleProposals takes p and every proposal already queued behind it (up to
+// one message's worth of bytes) and appends them as one batch: one append,
+// one persist, one MsgApp per follower.
+func (n *Node) handleProposals(first *proposal) {
+	c := n.core
+	if c.role != RoleLeader {
+		first.done <- proposalResult{err: &NotLeaderError{Leader: c.lead}}
+		return
+	}
+	batch := []*proposal{first}
+	size := len(first.data)
+	for len(batch) < maxProposalBatch && size < n.cfg.maxMsgBytes() {
+		select {
+		case p := <-n.propc:
+			batch = append(batch, p)
+			size += len(p.data)
+			continue
+		default:
+		}
+		break
+	}
+	ents := make([]Entry, len(batch)) // one allocation for the whole batch
+	for i, p := range batch {
+		ents[i] = Entry{Type: EntryNormal, Data: p.data}
+	}
+	firstIndex, term, err := c.propose(ents)
+	for i, p := range batch {
+		if err != nil {
+			if err == errNotLeaderCore {
+				p.done <- proposalResult{err: &NotLeaderError{Leader: c.lead}}
+			} else {
+				p.done <- proposalResult{err: err}
+			}
+			continue
+		}
+		p.index, p.term = firstIndex+uint64(i), term
+		if p.wait {
+			n.waiters[p.index] = p
+		}
+		p.done <- proposalResult{index: p.index, term: term}
+	}
+}
+
+// nextApplyBatch takes the next committed entries from the core, with the
+// ProposeWait calls they answer.
+func (n *Node) nextApplyBatch() applyBatch {
+	b := applyBatch{ents: n.core.nextApply(maxApplyBytes)}
+	if len(n.waiters) == 0 {
+		return b
+	}
+	for i := range b.ents {
+		e := &b.ents[i]
+		p, ok := n.waiters[e.Index]
+		if !ok {
+			continue
+		}
+		delete(n.waiters, e.Index)
+		if p.term != e.Term {
+			// A later leader put another entry at this index: the command
+			// will never be applied here.
+			p.done <- proposalResult{index: p.index, term: p.term, err: ErrProposalDropped, final: true}
+			continue
+		}
+		b.waiters = append(b.waiters, p)
+	}
+	return b
+}
+
+// fail stops the node from taking part after a persist error: it no longer
+// steps messages or ticks, so it cannot vote or acknowledge anything it
+// could not persist. Proposals fail with err until Stop.
+func (n *Node) fail(err error) {
+	n.cfg.logger().Error("persist failed; node no longer takes part", "err", err)
+	n.mu.Lock()
+	n.st.Err = err
+	n.mu.Unlock()
+	for idx, p := range n.waiters {
+		p.done <- proposalResult{index: p.index, term: p.term, err: err, final: true}
+		delete(n.waiters, idx)
+	}
+}
+
+// publish copies the core's state for State and Status, and signals
+// LeaderChanged observers on a change of role, term or leader.
+func (n *Node) publish() {
+	cs := n.core.status()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if cs.role != n.st.Role || cs.term != n.st.Term || cs.lead != n.st.Leader {
+		close(n.changec)
+		n.changec = make(chan struct{})
+	}
+	n.st.ID = n.id
+	n.st.Role, n.st.Term, n.st.Leader = cs.role, cs.term, cs.lead
+	n.st.Commit, n.st.LastIndex = cs.commit, cs.last
+	if cs.role != RoleLeader {
+		n.st.Progress = nil
+		return
+	}
+	if n.st.Progress == nil {
+		n.st.Progress = make(map[NodeID]PeerProgress, len(n.core.prs))
+	}
+	for id, pr := range n.core.prs {
+		n.st.Progress[id] = PeerProgress{Match: pr.match, Next: pr.next, Probing: pr.state == stateProbe}
+	}
+}
+
+// persistLoop carries out persist batches in order (see core.readyToPersist).
+func (n *Node) persistLoop() {
+	defer n.wg.Done()
+	p := n.cfg.Persister
+	for {
+		var b *persistBatch
+		select {
+		case b = <-n.persistc:
+		case <-n.stopc:
+			return
+		}
+		err := n.persist(p, b)
+		if err == nil {
+			for _, m := range b.afterDurable {
+				n.cfg.Transport.Send(m)
+			}
+		}
+		select {
+		case n.durablec <- persistResult{num: b.num, err: err}:
+		case <-n.stopc:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (n *Node) persist(p Persister, b *persistBatch) error {
+	if b.truncateFrom != 0 {
+		if err := p.TruncateFrom(b.truncateFrom); err != nil {
+			return fmt.Errorf("truncate from %d: %w", b.truncateFrom, err)
+		}
+	}
+	if len(b.entries) > 0 {
+		if err := p.Append(b.entries); err != nil {
+			return fmt.Errorf("append %d..%d: %w", b.entries[0].Index, b.entries[len(b.entries)-1].Index, err)
+		}
+	}
+	if b.saveHardState {
+		if err := p.SetHardState(b.hardState); err != nil {
+			return fmt.Errorf("save hard state: %w", err)
+		}
+	}
+	if b.mustSync {
+		if err := p.Sync(); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+	}
+	return nil
+}
+
+// applyLoop delivers committed commands on ApplyCh.
+func (n *Node) applyLoop() {
+	defer n.wg.Done()
+	defer close(n.applyc)
+	for {
+		var b applyBatch
+		select {
+		case b = <-n.applyq:
+		case <-n.stopc:
+			return
+		}
+		for i := range b.ents {
+			e := &b.ents[i]
+			if e.Type == EntryNormal {
+				select {
+				case n.applyc <- ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term}:
+				case <-n.stopc:
+					return
+				}
+			}
+			n.applied.Store(e.Index)
+		}
+		for _, p := range b.waiters {
+			p.done <- proposalResult{index: p.index, term: p.term, final: true}
+		}
+	}
+}

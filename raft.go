@@ -1,0 +1,359 @@
+// Package raft is an embeddable implementation of the Raft consensus
+// algorithm (Ongaro and Ousterhout, "In Search of an Understandable Consensus
+// Algorithm", extended version, and Ongaro's thesis).
+//
+// A Node replicates a log of commands across a cluster and delivers every
+// committed command, in the same order on every node, on its ApplyCh. The
+// application proposes commands on the leader with Propose (or ProposeWait,
+// which returns once the command is applied locally) and applies what
+// arrives on ApplyCh to its own state machine.
+//
+// A Node talks to its peers through a Transport and stores its state through
+// a Persister; both are interfaces. Package rafttest provides an in-memory,
+// fault-injecting Transport and a cluster harness for tests, and this
+// package provides MemoryPersister.
+//
+// Inside, a deterministic protocol core (no goroutines, no clock, no global
+// randomness) implements the rules of the paper's Figure 2, PreVote and
+// CheckQuorum; the Node is the runtime that drives it with timers, the
+// transport and the persister.
+package raft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors returned by Node methods. Match them with errors.Is.
+var (
+	// ErrNotLeader: the node is not the leader. The error is a
+	// *NotLeaderError carrying the leader this node knows of, if any.
+	ErrNotLeader = errors.New("raft: not the leader")
+	// ErrStopped: the node has been stopped.
+	ErrStopped = errors.New("raft: node stopped")
+	// ErrTooLarge: the command exceeds Config.MaxEntrySize.
+	ErrTooLarge = errors.New("raft: command too large")
+	// ErrBusy: the leader holds Config.MaxUncommittedBytes of uncommitted
+	// entries and accepts no more for now.
+	ErrBusy = errors.New("raft: too many uncommitted entries")
+	// ErrProposalDropped: ProposeWait's command was appended at an index that
+	// a later leader filled with another entry; it will never be applied.
+	// The command may be proposed again.
+	ErrProposalDropped = errors.New("raft: proposal dropped by a leader change")
+	// ErrCorrupt: the Persister returned state that cannot be right (a gap
+	// in the log, a term going backwards).
+	ErrCorrupt = errors.New("raft: persisted state is corrupt")
+	// ErrPersist: a Persister call failed. The node stops taking part in the
+	// cluster (it must not vote or acknowledge what it could not persist);
+	// Status().Err holds the cause.
+	ErrPersist = errors.New("raft: persist failed")
+)
+
+// NotLeaderError is the error Propose returns on a node that is not the
+// leader. errors.Is(err, ErrNotLeader) holds for it.
+type NotLeaderError struct {
+	// Leader is the leader this node knows of, or 0 if it knows none.
+	Leader NodeID
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == 0 {
+		return "raft: not the leader (leader unknown)"
+	}
+	return fmt.Sprintf("raft: not the leader (leader is %d)", e.Leader)
+}
+
+// Is reports whether target is ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// Role is a node's role in its current term.
+type Role uint8
+
+// The roles. RolePreCandidate is the PreVote round that precedes a real
+// election when PreVote is enabled.
+const (
+	RoleFollower Role = iota
+	RolePreCandidate
+	RoleCandidate
+	RoleLeader
+)
+
+// String returns the role's name, such as "leader".
+func (r Role) String() string {
+	switch r {
+	case RoleFollower:
+		return "follower"
+	case RolePreCandidate:
+		return "pre-candidate"
+	case RoleCandidate:
+		return "candidate"
+	case RoleLeader:
+		return "leader"
+	}
+	return fmt.Sprintf("Role(%d)", uint8(r))
+}
+
+// ApplyMsg is one committed command, delivered on Node.ApplyCh in log order.
+//
+// Only commands passed to Propose are delivered. The entries the protocol
+// writes for itself (a new leader's empty entry, and later configuration
+// changes) occupy log indexes too, so CommandIndex can skip values.
+// Snapshot fields will join this struct when log compaction arrives; code
+// that checks CommandValid keeps working then.
+type ApplyMsg struct {
+	// CommandValid is true when the message carries a command.
+	CommandValid bool
+	// Command is the command as proposed. It is shared with the node's log:
+	// do not modify it.
+	Command []byte
+	// CommandIndex and CommandTerm are the command's log position.
+	CommandIndex uint64
+	CommandTerm  uint64
+}
+
+// PeerProgress is the leader's view of one follower.
+type PeerProgress struct {
+	// Match is the highest index known to be replicated on the follower.
+	Match uint64
+	// Next is the index of the next entry to send.
+	Next uint64
+	// Probing is true while the leader is searching for where the
+	// follower's log matches its own, one message at a time.
+	Probing bool
+}
+
+// Status is a snapshot of a node's state.
+type Status struct {
+	ID        NodeID
+	Role      Role
+	Term      uint64
+	Leader    NodeID // 0 if unknown
+	Commit    uint64 // highest index known committed
+	Applied   uint64 // highest index delivered on ApplyCh (or skipped as internal)
+	LastIndex uint64 // last index in the log
+	// Progress is the leader's view of each follower; nil on other roles.
+	Progress map[NodeID]PeerProgress
+	// Err is why the node stopped taking part, if it did (see ErrPersist).
+	Err error
+}
+
+// Node is one member of a Raft cluster. Its methods are safe for concurrent
+// use. Create it with NewNode, stop it with Stop.
+type Node struct {
+	id  NodeID
+	cfg Config
+
+	// Owned by the run loop (node.go) once started.
+	core    *core
+	waiters map[uint64]*proposal
+
+	propc    chan *proposal
+	persistc chan *persistBatch
+	durablec chan persistResult
+	applyq   chan applyBatch
+	applyc   chan ApplyMsg
+	stopc    chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+
+	applied atomic.Uint64 // written by the apply loop
+
+	mu      sync.Mutex // guards st and changec
+	st      Status
+	changec chan struct{}
+}
+
+// NewNode starts a node configured by cfg, restoring its term, vote and log
+// from cfg.Persister. It returns an error, and starts nothing, if cfg is
+// invalid or the persisted state cannot be loaded.
+//
+// The node delivers, on ApplyCh, every committed command it holds (after a
+// restart: from the start of the log up to the last commit index it had
+// persisted, then onwards as the leader tells it).
+func NewNode(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Peers = append([]NodeID(nil), cfg.Peers...)
+	st, err := cfg.Persister.Load()
+	if err != nil {
+		return nil, fmt.Errorf("raft: load persisted state: %w", err)
+	}
+	c, err := newCore(cfg.ID, cfg.Peers, cfg.coreConfig(), st, cfg.logger())
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		id:       cfg.ID,
+		cfg:      cfg,
+		core:     c,
+		waiters:  map[uint64]*proposal{},
+		propc:    make(chan *proposal, 1024),
+		persistc: make(chan *persistBatch),
+		durablec: make(chan persistResult),
+		applyq:   make(chan applyBatch),
+		applyc:   make(chan ApplyMsg, 256),
+		stopc:    make(chan struct{}),
+		changec:  make(chan struct{}),
+	}
+	n.publish()
+	recvc := cfg.Transport.Receive()
+	n.wg.Add(3)
+	go n.run(recvc)    // owner: Node; exits when stopc closes
+	go n.persistLoop() // owner: Node; exits when stopc closes or a persist fails
+	go n.applyLoop()   // owner: Node; exits when stopc closes; closes applyc
+	return n, nil
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() NodeID { return n.id }
+
+// ApplyCh returns the channel on which the node delivers committed commands
+// in log order, each exactly once per Node. Receive from it promptly: while
+// Config.MaxApplyBacklog entries wait, the leader stops accepting proposals
+// (replication and elections go on regardless). The channel is closed after
+// Stop.
+func (n *Node) ApplyCh() <-chan ApplyMsg { return n.applyc }
+
+// Propose appends cmd to the log if this node is the leader, and returns
+// the index and term it was given. It returns before the command is
+// committed: the command is committed once it reaches ApplyCh at that index
+// with that term; if a leader change replaces it, a different command (or
+// none) arrives at that index.
+//
+// Propose takes ownership of cmd: the caller must not modify it afterwards.
+// It fails with a *NotLeaderError (errors.Is(err, ErrNotLeader)) on a
+// non-leader, ErrTooLarge when len(cmd) > MaxEntrySize, ErrStopped after
+// Stop, and ctx.Err() if ctx ends first. It blocks only while the leader is
+// at its flow-control limits (MaxUncommittedBytes, MaxApplyBacklog).
+func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err error) {
+	r, err := n.propose(ctx, cmd, false)
+	return r.index, r.term, err
+}
+
+// ProposeWait is Propose, then waits until the command has been delivered on
+// this node's ApplyCh (received by the application), and returns its index
+// and term. It fails with ErrProposalDropped if a leader change replaced
+// the command, and with ctx.Err() if ctx ends first (the command may still
+// commit later).
+func (n *Node) ProposeWait(ctx context.Context, cmd []byte) (index, term uint64, err error) {
+	r, err := n.propose(ctx, cmd, true)
+	return r.index, r.term, err
+}
+
+// proposal is one Propose call in flight. done is buffered: the run loop and
+// the apply loop never block sending on it.
+type proposal struct {
+	data []byte
+	wait bool
+	// index, term are set by the run loop once appended.
+	index, term uint64
+	done        chan proposalResult
+}
+
+type proposalResult struct {
+	index, term uint64
+	err         error
+	final       bool // for ProposeWait: the command was applied or dropped
+}
+
+var proposalPool = sync.Pool{New: func() any { return &proposal{done: make(chan proposalResult, 2)} }}
+
+func (n *Node) propose(ctx context.Context, cmd []byte, wait bool) (proposalResult, error) {
+	if len(cmd) > n.cfg.maxEntrySize() {
+		return proposalResult{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(cmd), n.cfg.maxEntrySize())
+	}
+	select {
+	case <-n.stopc:
+		return proposalResult{}, ErrStopped
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return proposalResult{}, err
+	}
+	p := proposalPool.Get().(*proposal)
+	p.data, p.wait = cmd, wait
+	select {
+	case n.propc <- p:
+	case <-ctx.Done():
+		proposalPool.Put(p)
+		return proposalResult{}, ctx.Err()
+	case <-n.stopc:
+		proposalPool.Put(p)
+		return proposalResult{}, ErrStopped
+	}
+	for {
+		select {
+		case r := <-p.done:
+			if r.err != nil || !wait || r.final {
+				*p = proposal{done: p.done}
+				proposalPool.Put(p)
+				return r, r.err
+			}
+		case <-ctx.Done():
+			// p may still be written to; it is not reused.
+			return proposalResult{}, ctx.Err()
+		case <-n.stopc:
+			select {
+			case r := <-p.done:
+				if r.err != nil || !wait || r.final {
+					return r, r.err
+				}
+			default:
+			}
+			return proposalResult{}, ErrStopped
+		}
+	}
+}
+
+// State returns the node's current term and whether it believes it is the
+// leader. It does not block on the node.
+func (n *Node) State() (term uint64, isLeader bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.st.Term, n.st.Role == RoleLeader
+}
+
+// Status returns a snapshot of the node's state. It does not block on the
+// node.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.st
+	if n.st.Progress != nil {
+		s.Progress = make(map[NodeID]PeerProgress, len(n.st.Progress))
+		for id, p := range n.st.Progress {
+			s.Progress[id] = p
+		}
+	}
+	s.Applied = n.applied.Load()
+	return s
+}
+
+// LeaderChanged returns a channel that is closed at the next change of this
+// node's role, term or known leader. Call State or Status to see the new
+// state, then LeaderChanged again for the next change. Observation is
+// level-triggered: a slow observer misses intermediate states, never the
+// latest one, and can never stall the node.
+func (n *Node) LeaderChanged() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.changec
+}
+
+// Stop stops the node: it returns once every goroutine of the node has
+// exited and the persist in progress, if any, has completed. Writes not yet
+// handed to the Persister are dropped, as in a crash; nothing was
+// acknowledged for them. Stop is safe to call more than once and
+// concurrently. Afterwards Propose returns ErrStopped and ApplyCh is closed.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	n.wg.Wait()
+}
+
+// ticker interval: the heartbeat interval is the resolution of all timers.
+func (n *Node) tickInterval() time.Duration { return n.cfg.heartbeatInterval() }

@@ -1,0 +1,110 @@
+package raft
+
+import "fmt"
+
+// NodeID identifies a node of a cluster. Zero is not a valid ID: it means
+// "none" (no vote cast, no leader known).
+type NodeID uint64
+
+// MessageType says what a Message is. The names follow the Raft paper's RPCs:
+// AppendEntries and RequestVote, each with its response, plus the PreVote
+// round of Ongaro's thesis §9.6 and a heartbeat that carries no entries.
+type MessageType uint8
+
+// The message types exchanged between nodes.
+const (
+	MsgApp           MessageType = iota + 1 // AppendEntries request
+	MsgAppResp                              // AppendEntries response
+	MsgVote                                 // RequestVote request
+	MsgVoteResp                             // RequestVote response
+	MsgPreVote                              // PreVote request (thesis §9.6): asks "would you vote for me?"
+	MsgPreVoteResp                          // PreVote response
+	MsgHeartbeat                            // leader heartbeat: no entries, no consistency check
+	MsgHeartbeatResp                        // heartbeat response
+)
+
+var messageTypeNames = [...]string{
+	MsgApp:           "MsgApp",
+	MsgAppResp:       "MsgAppResp",
+	MsgVote:          "MsgVote",
+	MsgVoteResp:      "MsgVoteResp",
+	MsgPreVote:       "MsgPreVote",
+	MsgPreVoteResp:   "MsgPreVoteResp",
+	MsgHeartbeat:     "MsgHeartbeat",
+	MsgHeartbeatResp: "MsgHeartbeatResp",
+}
+
+// String returns the type's name, such as "MsgApp".
+func (t MessageType) String() string {
+	if int(t) < len(messageTypeNames) && messageTypeNames[t] != "" {
+		return messageTypeNames[t]
+	}
+	return fmt.Sprintf("MessageType(%d)", uint8(t))
+}
+
+// Message is one protocol message between two nodes. A Transport moves it
+// unchanged; it needs to know nothing of its meaning beyond From and To.
+//
+// Entries and their Data are shared, not copied, between the sender's log and
+// every receiver: neither a Transport nor a receiver may modify them.
+type Message struct {
+	Type MessageType
+	From NodeID
+	To   NodeID
+	// Term is the sender's current term (for MsgPreVote, the term it would
+	// campaign in).
+	Term uint64
+
+	// Index and LogTerm locate a log entry. MsgApp: the entry preceding
+	// Entries (prevLogIndex, prevLogTerm). MsgVote and MsgPreVote: the
+	// candidate's last entry. MsgAppResp: on success the highest index the
+	// follower now knows to match the leader; on rejection the prevLogIndex it
+	// rejected, so that the leader can ignore stale rejections.
+	Index   uint64
+	LogTerm uint64
+
+	// Entries are the entries to append (MsgApp only).
+	Entries []Entry
+	// Commit is the leader's commit index (MsgApp, MsgHeartbeat).
+	Commit uint64
+
+	// Reject is set on a response that refuses the request.
+	Reject bool
+	// ConflictIndex and ConflictTerm are a rejecting follower's hint for fast
+	// backtracking (paper §5.3, last paragraphs): ConflictTerm is the term of
+	// its entry at the rejected index (zero if it has no such entry) and
+	// ConflictIndex the first index it holds of that term (or its last index
+	// plus one when ConflictTerm is zero).
+	ConflictIndex uint64
+	ConflictTerm  uint64
+}
+
+// Size returns the approximate encoded size of m in bytes: a fixed header plus
+// each entry's header and data. Transports and flow control use it.
+func (m *Message) Size() int {
+	const header, entryHeader = 64, 24
+	n := header
+	for i := range m.Entries {
+		n += entryHeader + len(m.Entries[i].Data)
+	}
+	return n
+}
+
+// Transport moves messages between the nodes of a cluster. The Node calls
+// Send from its own goroutines and reads Receive until it stops; the
+// Transport owns any goroutines, connections and buffers it needs, and the
+// caller that created it closes it after the Node has stopped.
+//
+// Raft tolerates a lossy network: a Transport may drop, delay, duplicate or
+// reorder messages. What it must not do is block the Node: Send returns
+// promptly, dropping the message if it cannot be queued.
+type Transport interface {
+	// Send queues m for delivery to m.To. It is safe for concurrent use and
+	// must not block on the network. The transport may keep m, including
+	// m.Entries, but must not modify it.
+	Send(m Message)
+	// Receive returns the channel on which messages addressed to this node
+	// arrive. The Node calls it once, at NewNode, and reads from it until
+	// Stop; the channel need never be closed.
+	Receive() <-chan Message
+}
