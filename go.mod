@@ -1,3 +1,7 @@
 module github.com/raftkit/raft
 
 go 1.24
+
+require go.uber.org/goleak v1.3.0
+
+require github.com/stretchr/testify v1.12.1 // indirect

@@ -1,0 +1,405 @@
+package rafttest
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/internal/check"
+)
+
+// Options configure a Cluster. The zero value is a reliable network, the
+// timings below and a seed of 1.
+type Options struct {
+	// Seed seeds the network's faults and every node's election timeouts.
+	// Zero means 1.
+	Seed uint64
+	// Config, if set, adjusts each node's Config before it starts (also on
+	// restart). ID, Peers, Transport and Persister are filled in already.
+	Config func(cfg *raft.Config)
+	// Persister, if set, makes the persister for each node; the default is
+	// a *raft.MemoryPersister. Crash calls the persister's Crash method if
+	// it has one (func()).
+	Persister func(id raft.NodeID) raft.Persister
+	// OnApply, if set, is called for every ApplyMsg, by the goroutine that
+	// drains that node's ApplyCh, before the message is checked. A slow
+	// OnApply models a slow application.
+	OnApply func(id raft.NodeID, msg raft.ApplyMsg)
+	// Logger, if set, receives every node's logs.
+	Logger *slog.Logger
+}
+
+// Cluster timings: heartbeats every 100ms (at most 10 per second per
+// follower), elections after 500ms to 1s of silence. Waits in the helpers
+// are generous multiples of these.
+const (
+	HeartbeatInterval = 100 * time.Millisecond
+	ElectionTimeout   = 500 * time.Millisecond
+	// LeaderWait is how long the helpers wait for a leader to emerge.
+	LeaderWait = 10 * time.Second
+	// AgreementWait is how long One waits for a command to be applied.
+	AgreementWait = 10 * time.Second
+)
+
+// Cluster runs N nodes (IDs 1..N) on a Network in one process and checks
+// every command they apply (see internal/check): the same command at each
+// index on every node, in order, at most once per node run, none skipped,
+// and only commands proposed through the Cluster. Helpers fail the test
+// with t.Fatal; they must be called from the test's goroutine.
+type Cluster struct {
+	t    testing.TB
+	Net  *Network
+	IDs  []raft.NodeID
+	opts Options
+	hist *check.History
+
+	mu      sync.Mutex
+	members map[raft.NodeID]*member
+}
+
+type member struct {
+	persister raft.Persister
+	node      *raft.Node // nil while crashed
+	inc       *check.Incarnation
+	drained   chan struct{} // closed when the ApplyCh consumer exits
+	connected bool
+}
+
+// NewCluster starts n nodes and registers Close with t.Cleanup.
+func NewCluster(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	if opts.Seed == 0 {
+		opts.Seed = 1
+	}
+	c := &Cluster{
+		t:       t,
+		Net:     NewNetwork(opts.Seed),
+		opts:    opts,
+		hist:    check.NewHistory(true),
+		members: map[raft.NodeID]*member{},
+	}
+	for i := 1; i <= n; i++ {
+		c.IDs = append(c.IDs, raft.NodeID(i))
+	}
+	t.Cleanup(c.Close)
+	for _, id := range c.IDs {
+		m := &member{connected: true}
+		if opts.Persister != nil {
+			m.persister = opts.Persister(id)
+		} else {
+			m.persister = raft.NewMemoryPersister()
+		}
+		c.members[id] = m
+		c.start(id)
+	}
+	return c
+}
+
+func (c *Cluster) start(id raft.NodeID) {
+	c.t.Helper()
+	m := c.members[id]
+	cfg := raft.Config{
+		ID:                id,
+		Peers:             slices.Clone(c.IDs),
+		ElectionTimeout:   ElectionTimeout,
+		HeartbeatInterval: HeartbeatInterval,
+		Transport:         c.Net.Endpoint(id),
+		Persister:         m.persister,
+		Logger:            c.opts.Logger,
+		Seed:              c.opts.Seed*1000 + uint64(id),
+	}
+	if c.opts.Config != nil {
+		c.opts.Config(&cfg)
+	}
+	node, err := raft.NewNode(cfg)
+	if err != nil {
+		c.t.Fatalf("rafttest: start node %d: %v", id, err)
+	}
+	inc := c.hist.Start(uint64(id))
+	drained := make(chan struct{})
+	go func() { // owner: the Cluster; exits when node.Stop closes ApplyCh
+		defer close(drained)
+		for msg := range node.ApplyCh() {
+			if c.opts.OnApply != nil {
+				c.opts.OnApply(id, msg)
+			}
+			if msg.CommandValid {
+				if err := inc.Apply(msg.CommandIndex, msg.Command); err != nil {
+					c.t.Errorf("rafttest: %v", err)
+				}
+			}
+		}
+	}()
+	c.mu.Lock()
+	m.node, m.inc, m.drained = node, inc, drained
+	c.mu.Unlock()
+}
+
+// Node returns node id, or nil while it is crashed.
+func (c *Cluster) Node(id raft.NodeID) *raft.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[id].node
+}
+
+// Persister returns node id's persister.
+func (c *Cluster) Persister(id raft.NodeID) raft.Persister {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[id].persister
+}
+
+// Crash stops node id and, if its persister can (MemoryPersister can),
+// discards the writes it had not synced, as a power loss would.
+func (c *Cluster) Crash(id raft.NodeID) {
+	c.t.Helper()
+	c.mu.Lock()
+	m := c.members[id]
+	node, drained := m.node, m.drained
+	m.node = nil
+	c.mu.Unlock()
+	if node == nil {
+		return
+	}
+	node.Stop()
+	<-drained
+	if cr, ok := m.persister.(interface{ Crash() }); ok {
+		cr.Crash()
+	}
+}
+
+// Restart starts a crashed node id again on its persister. It is a new
+// incarnation: it replays its log on ApplyCh.
+func (c *Cluster) Restart(id raft.NodeID) {
+	c.t.Helper()
+	c.Crash(id)
+	c.start(id)
+}
+
+// Disconnect cuts node id off the network.
+func (c *Cluster) Disconnect(id raft.NodeID) {
+	c.Net.Disconnect(id)
+	c.mu.Lock()
+	c.members[id].connected = false
+	c.mu.Unlock()
+}
+
+// Connect reconnects node id.
+func (c *Cluster) Connect(id raft.NodeID) {
+	c.Net.Connect(id)
+	c.mu.Lock()
+	c.members[id].connected = true
+	c.mu.Unlock()
+}
+
+// live returns the running, connected nodes.
+func (c *Cluster) live() map[raft.NodeID]*raft.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[raft.NodeID]*raft.Node{}
+	for id, m := range c.members {
+		if m.node != nil && m.connected {
+			out[id] = m.node
+		}
+	}
+	return out
+}
+
+// Leader waits until exactly one of the running, connected nodes is leader
+// in the highest term any of them leads, and returns it. It fails the test
+// if two nodes lead the same term, or if no leader emerges within
+// LeaderWait.
+func (c *Cluster) Leader() raft.NodeID {
+	c.t.Helper()
+	deadline := time.Now().Add(LeaderWait)
+	for {
+		leaders := map[uint64][]raft.NodeID{}
+		var top uint64
+		for id, n := range c.live() {
+			if term, ok := n.State(); ok {
+				leaders[term] = append(leaders[term], id)
+				top = max(top, term)
+			}
+		}
+		for term, ids := range leaders {
+			if len(ids) > 1 {
+				c.t.Fatalf("rafttest: term %d has %d leaders: %v", term, len(ids), ids)
+			}
+		}
+		if top != 0 {
+			return leaders[top][0]
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("rafttest: no leader within %v", LeaderWait)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval of a poll-with-deadline
+	}
+}
+
+// WaitNoLeader waits until none of the given nodes (all running, connected
+// nodes if none are given) believes it is the leader, and fails the test if
+// that does not happen within LeaderWait.
+func (c *Cluster) WaitNoLeader(ids ...raft.NodeID) {
+	c.t.Helper()
+	deadline := time.Now().Add(LeaderWait)
+	for {
+		nodes := c.live()
+		if len(ids) > 0 {
+			nodes = map[raft.NodeID]*raft.Node{}
+			for _, id := range ids {
+				if n := c.Node(id); n != nil {
+					nodes[id] = n
+				}
+			}
+		}
+		var leader raft.NodeID
+		for id, n := range nodes {
+			if _, ok := n.State(); ok {
+				leader = id
+			}
+		}
+		if leader == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("rafttest: node %d still leader after %v", leader, LeaderWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Terms returns the current term of every running, connected node.
+func (c *Cluster) Terms() map[raft.NodeID]uint64 {
+	out := map[raft.NodeID]uint64{}
+	for id, n := range c.live() {
+		out[id], _ = n.State()
+	}
+	return out
+}
+
+// Propose records cmd as proposed and proposes it on node id.
+func (c *Cluster) Propose(ctx context.Context, id raft.NodeID, cmd []byte) (index, term uint64, err error) {
+	n := c.Node(id)
+	if n == nil {
+		return 0, 0, raft.ErrStopped
+	}
+	c.hist.Proposed(cmd)
+	return n.Propose(ctx, cmd)
+}
+
+// Applied returns how many running nodes have applied index and the command
+// there, failing the test if the history holds a violation.
+func (c *Cluster) Applied(index uint64) (count int, cmd []byte) {
+	c.t.Helper()
+	if err := c.hist.Err(); err != nil {
+		c.t.Fatalf("rafttest: %v", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.members {
+		if m.node == nil {
+			continue
+		}
+		if got, ok := m.inc.Applied(index); ok {
+			count++
+			cmd = got
+		}
+	}
+	return count, cmd
+}
+
+// LastApplied returns the highest index node id's current run has applied.
+func (c *Cluster) LastApplied(id raft.NodeID) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.members[id].inc.Last()
+}
+
+// WaitApplied waits until at least n running nodes have applied index, and
+// returns the command there. It fails the test after AgreementWait.
+func (c *Cluster) WaitApplied(index uint64, n int) []byte {
+	c.t.Helper()
+	deadline := time.Now().Add(AgreementWait)
+	for {
+		count, cmd := c.Applied(index)
+		if count >= n {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("rafttest: index %d applied on %d nodes after %v, want %d", index, count, AgreementWait, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// One gets cmd committed and applied on at least expected running nodes,
+// and returns its index. It tries each running, connected node as leader
+// until one accepts; if the command is not applied within a few seconds it
+// proposes again when retry is set, and fails the test otherwise. It fails
+// the test if cmd is not applied within AgreementWait in all.
+func (c *Cluster) One(cmd []byte, expected int, retry bool) uint64 {
+	c.t.Helper()
+	deadline := time.Now().Add(AgreementWait)
+	for time.Now().Before(deadline) {
+		index, ok := c.proposeAnywhere(cmd)
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		wait := time.Now().Add(2 * time.Second)
+		for time.Now().Before(wait) {
+			n, got := c.Applied(index)
+			if n >= expected && bytes.Equal(got, cmd) {
+				return index
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !retry {
+			c.t.Fatalf("rafttest: One(%q) failed to reach agreement on %d nodes", cmd, expected)
+		}
+	}
+	c.t.Fatalf("rafttest: One(%q) failed to reach agreement within %v", cmd, AgreementWait)
+	return 0
+}
+
+func (c *Cluster) proposeAnywhere(cmd []byte) (uint64, bool) {
+	for _, id := range c.IDs {
+		n := c.live()[id]
+		if n == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		index, _, err := c.Propose(ctx, id, cmd)
+		cancel()
+		if err == nil {
+			return index, true
+		}
+	}
+	return 0, false
+}
+
+// Check returns the first violation in what the nodes applied so far.
+func (c *Cluster) Check() error { return c.hist.Check() }
+
+// Close stops every node and the network, then fails the test if the
+// history holds a violation. Cleanup calls it; calling it again is harmless.
+func (c *Cluster) Close() {
+	var wg sync.WaitGroup
+	for _, id := range c.IDs {
+		wg.Add(1)
+		go func() { // owner: Close; exits when the node has stopped
+			defer wg.Done()
+			c.Crash(id)
+		}()
+	}
+	wg.Wait()
+	c.Net.Close()
+	if err := c.hist.Check(); err != nil {
+		c.t.Errorf("rafttest: %v", err)
+	}
+}
