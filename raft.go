@@ -133,7 +133,7 @@ type Status struct {
 	Term      uint64
 	Leader    NodeID // 0 if unknown
 	Commit    uint64 // highest index known committed
-	Applied   uint64 // highest index delivered on ApplyCh (or skipped as internal)
+	Applied   uint64 // highest index handed to ApplyCh (or skipped as internal)
 	LastIndex uint64 // last index in the log
 	// Progress is the leader's view of each follower; nil on other roles.
 	Progress map[NodeID]PeerProgress
@@ -235,9 +235,9 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err
 	return r.index, r.term, err
 }
 
-// ProposeWait is Propose, then waits until the command has been delivered on
-// this node's ApplyCh (received by the application), and returns its index
-// and term. It fails with ErrProposalDropped if a leader change replaced
+// ProposeWait is Propose, then waits until the command has committed and
+// been handed to this node's ApplyCh (the application receives it there, in
+// log order, after everything before it), and returns its index and term. It fails with ErrProposalDropped if a leader change replaced
 // the command, and with ctx.Err() if ctx ends first (the command may still
 // commit later).
 func (n *Node) ProposeWait(ctx context.Context, cmd []byte) (index, term uint64, err error) {
