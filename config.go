@@ -51,8 +51,9 @@ type Config struct {
 	// MaxInflightBytes bounds the bytes of those messages. Zero means 8 MiB.
 	MaxInflightBytes int
 	// MaxUncommittedBytes bounds the bytes of entries a leader holds that are
-	// not yet committed. Past it, Propose blocks until entries commit or its
-	// context ends. Zero means 64 MiB; it must be at least MaxEntrySize.
+	// not yet committed (to within one batch: a batch accepted below the
+	// bound may cross it). Past it, Propose blocks until entries commit or
+	// its context ends. Zero means 64 MiB; it must be at least MaxEntrySize.
 	MaxUncommittedBytes int
 	// MaxApplyBacklog is how many committed entries may wait for the
 	// application to receive them from ApplyCh before the leader stops

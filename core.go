@@ -254,7 +254,7 @@ func (c *core) propose(ents []Entry) (first, term uint64, err error) {
 	for i := range ents {
 		size += len(ents[i].Data)
 	}
-	if c.uncommittedBytes > 0 && c.uncommittedBytes+size > c.cfg.maxUncommittedBytes {
+	if !c.canAcceptBytes(0) {
 		return 0, 0, ErrBusy
 	}
 	first = c.raftLog.lastIndex() + 1
@@ -269,7 +269,9 @@ func (c *core) propose(ents []Entry) (first, term uint64, err error) {
 }
 
 // canAcceptBytes reports whether a leader would accept n more bytes of
-// proposals now. The runtime stops reading proposals when it would not.
+// proposals now. The runtime stops reading proposals when it would not; a
+// batch accepted below the bound may cross it, so the bound holds to within
+// one batch (Config.MaxMsgBytes plus one entry).
 func (c *core) canAcceptBytes(n int) bool {
 	return c.uncommittedBytes == 0 || c.uncommittedBytes+n <= c.cfg.maxUncommittedBytes
 }

@@ -270,6 +270,11 @@ func (c *core) stepLeader(m Message) error {
 	}
 	switch m.Type {
 	case MsgAppResp:
+		if m.Index > c.raftLog.lastIndex() {
+			// Gateway check: a follower cannot hold what we never sent.
+			c.log.Error("drop append response beyond our log", "from", m.From, "index", m.Index, "last_index", c.raftLog.lastIndex())
+			return fmt.Errorf("raft: MsgAppResp from %d for index %d beyond last index %d", m.From, m.Index, c.raftLog.lastIndex())
+		}
 		pr.recentActive = true
 		c.handleAppendResponse(m, pr)
 	case MsgHeartbeatResp:
