@@ -82,7 +82,8 @@ type core struct {
 	durableTerm uint64    // term of the last hard state known durable
 	nextNum     uint64    // number of the next persist batch
 	pending     []pendingBatch
-	ticks       uint64 // logical clock: ticks since start
+	freeBatches []*persistBatch // recycled batches, see recycle
+	ticks       uint64          // logical clock: ticks since start
 
 	matchBuf []uint64 // scratch space for maybeCommit
 }
@@ -244,8 +245,8 @@ func (c *core) inLease() bool {
 
 // propose appends ents, whose Type and Data the caller has set, to the
 // leader's log in one batch and starts replicating them. It fills in each
-// entry's Index and Term and returns the index of the first. The core keeps
-// the slice.
+// entry's Index and Term and returns the index of the first. The core copies
+// the entries; the caller may reuse the slice (not the Data it points to).
 func (c *core) propose(ents []Entry) (first, term uint64, err error) {
 	if c.role != RoleLeader {
 		return 0, 0, errNotLeaderCore
@@ -303,10 +304,11 @@ func (c *core) send(m Message) {
 }
 
 // takeMessages returns the messages that may be sent now and clears the
-// buffer. The caller owns the returned slice.
+// buffer. The slice is valid only until the next call into the core, which
+// reuses its array; the messages themselves are values the caller may keep.
 func (c *core) takeMessages() []Message {
 	m := c.msgs
-	c.msgs = nil
+	c.msgs = c.msgs[:0]
 	return m
 }
 
@@ -318,7 +320,15 @@ func (c *core) hasPersistWork() bool {
 // readyToPersist returns the next persist batch. The runtime must carry out
 // batches in the order they were returned and report each with persisted.
 func (c *core) readyToPersist() *persistBatch {
-	b := &persistBatch{num: c.nextNum}
+	var b *persistBatch
+	if n := len(c.freeBatches); n > 0 {
+		b = c.freeBatches[n-1]
+		c.freeBatches = c.freeBatches[:n-1]
+		*b = persistBatch{afterDurable: b.afterDurable[:0]}
+	} else {
+		b = &persistBatch{}
+	}
+	b.num = c.nextNum
 	c.nextNum++
 	b.truncateFrom, b.entries = c.raftLog.takeUnstable()
 	hs := c.hardState()
@@ -331,8 +341,9 @@ func (c *core) readyToPersist() *persistBatch {
 		c.persistedHS = hs
 	}
 	b.mustSync = b.mustSync || b.truncateFrom != 0 || len(b.entries) > 0
-	b.afterDurable = c.afterDurable
-	c.afterDurable = nil
+	// Swap buffers: the batch takes the queued messages, the core keeps the
+	// recycled batch's empty array.
+	b.afterDurable, c.afterDurable = c.afterDurable, b.afterDurable
 	c.pending = append(c.pending, pendingBatch{
 		num: b.num, lastIndex: c.raftLog.lastIndex(), lastTerm: c.raftLog.lastTerm(),
 		hs: hs, issued: c.ticks,
@@ -357,6 +368,15 @@ func (c *core) persisted(num uint64) {
 	c.pending = slices.Delete(c.pending, 0, n)
 	if c.role == RoleLeader && c.maybeCommit() {
 		c.bcastAppend(true)
+	}
+}
+
+// recycle returns a batch that the runtime has finished with (persisted and
+// its messages sent), so that its buffers serve a later batch.
+func (c *core) recycle(b *persistBatch) {
+	b.entries = nil // shares the log's array; do not keep it alive
+	if len(c.freeBatches) < 4 {
+		c.freeBatches = append(c.freeBatches, b)
 	}
 }
 

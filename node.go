@@ -24,8 +24,8 @@ import (
 
 // persistResult reports a persist batch done.
 type persistResult struct {
-	num uint64
-	err error
+	batch *persistBatch
+	err   error
 }
 
 // applyBatch is committed entries for the apply loop, and the ProposeWait
@@ -114,7 +114,8 @@ func (n *Node) run(recvc <-chan Message) {
 				n.fail(failed)
 				continue
 			}
-			c.persisted(r.num)
+			c.persisted(r.batch.num)
+			c.recycle(r.batch)
 		case applyq <- pendingApply:
 			pendingApply, haveApply = applyBatch{}, false
 		case <-n.stopc:
@@ -149,7 +150,7 @@ func (n *Node) handleProposals(first *proposal) {
 		first.done <- proposalResult{err: &NotLeaderError{Leader: c.lead}}
 		return
 	}
-	batch := []*proposal{first}
+	batch := append(n.propBuf[:0], first)
 	size := len(first.data)
 	for len(batch) < maxProposalBatch && size < n.cfg.maxMsgBytes() {
 		select {
@@ -161,11 +162,15 @@ func (n *Node) handleProposals(first *proposal) {
 		}
 		break
 	}
-	ents := make([]Entry, len(batch)) // one allocation for the whole batch
-	for i, p := range batch {
-		ents[i] = Entry{Type: EntryNormal, Data: p.data}
+	// The core copies the entries into its log, so one scratch slice serves
+	// every batch: no allocation per proposal or per batch.
+	ents := n.entBuf[:0]
+	for _, p := range batch {
+		ents = append(ents, Entry{Type: EntryNormal, Data: p.data})
 	}
 	firstIndex, term, err := c.propose(ents)
+	clear(ents) // drop references to the commands
+	n.propBuf, n.entBuf = batch, ents
 	for i, p := range batch {
 		if err != nil {
 			if err == errNotLeaderCore {
@@ -181,6 +186,7 @@ func (n *Node) handleProposals(first *proposal) {
 		}
 		p.done <- proposalResult{index: p.index, term: term}
 	}
+	clear(batch)
 }
 
 // nextApplyBatch takes the next committed entries from the core, with the
@@ -265,7 +271,7 @@ func (n *Node) persistLoop() {
 			}
 		}
 		select {
-		case n.durablec <- persistResult{num: b.num, err: err}:
+		case n.durablec <- persistResult{batch: b, err: err}:
 		case <-n.stopc:
 			return
 		}

@@ -150,6 +150,8 @@ type Node struct {
 	// Owned by the run loop (node.go) once started.
 	core    *core
 	waiters map[uint64]*proposal
+	propBuf []*proposal // scratch for handleProposals
+	entBuf  []Entry     // scratch for handleProposals
 
 	propc    chan *proposal
 	persistc chan *persistBatch
