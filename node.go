@@ -182,6 +182,11 @@ func (n *Node) handleProposals(first *proposal) {
 		}
 		p.index, p.term = firstIndex+uint64(i), term
 		if p.wait {
+			if old, ok := n.waiters[p.index]; ok {
+				// An earlier term's proposal at this index has been
+				// replaced by this one: it can never be applied.
+				old.done <- proposalResult{index: old.index, term: old.term, err: ErrProposalDropped, final: true}
+			}
 			n.waiters[p.index] = p
 		}
 		p.done <- proposalResult{index: p.index, term: term}
