@@ -65,19 +65,31 @@ func (c *core) tickElection() {
 	}
 }
 
-// campaign starts an election: a PreVote round first when enabled.
+// campaign starts an election after a timeout: a PreVote round first when
+// enabled. A pre-candidate whose round timed out starts a new PreVote round,
+// never a real election: only winning a PreVote may raise the term
+// (thesis §9.6), or an isolated node would inflate its term every other
+// timeout and depose the leader when it rejoins (pitfall 12).
 func (c *core) campaign() {
 	if c.role == RoleLeader {
 		return
 	}
-	voteType, term := MsgVote, c.term+1
-	if c.cfg.preVote && c.role != RolePreCandidate {
+	if c.cfg.preVote {
 		c.becomePreCandidate()
-		voteType = MsgPreVote
-	} else {
-		c.becomeCandidate()
-		term = c.term
+		c.requestVotes(MsgPreVote, c.term+1)
+		return
 	}
+	c.startElection()
+}
+
+// startElection starts a real election in the next term.
+func (c *core) startElection() {
+	c.becomeCandidate()
+	c.requestVotes(MsgVote, c.term)
+}
+
+// requestVotes votes for itself and asks every peer for its vote in term.
+func (c *core) requestVotes(voteType MessageType, term uint64) {
 	if c.recordVote(c.id, true) {
 		// A single-node cluster wins on its own vote.
 		c.wonElection()
@@ -111,7 +123,7 @@ func (c *core) countVotes(granted bool) int {
 
 func (c *core) wonElection() {
 	if c.role == RolePreCandidate {
-		c.campaign() // the real election
+		c.startElection()
 		return
 	}
 	c.becomeLeader()

@@ -353,9 +353,12 @@ func (c *core) maybeCommit() bool {
 	}
 	old := c.raftLog.committed
 	c.raftLog.commitTo(idx)
-	// Release flow-control budget for what just committed.
+	// Release flow-control budget for what just committed: only entries of
+	// this term were counted (the budget starts at zero on election).
 	for i := old + 1; i <= idx; i++ {
-		c.uncommittedBytes -= len(c.raftLog.at(i).Data)
+		if e := c.raftLog.at(i); e.Term == c.term {
+			c.uncommittedBytes -= len(e.Data)
+		}
 	}
 	c.uncommittedBytes = max(c.uncommittedBytes, 0)
 	return true
