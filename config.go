@@ -57,8 +57,9 @@ type Config struct {
 	MaxUncommittedBytes int
 	// MaxApplyBacklog is how many committed entries may wait for the
 	// application to receive them from ApplyCh before the leader stops
-	// accepting proposals (Propose then blocks). Replication, heartbeats and
-	// votes never wait for the application. Zero means 8192.
+	// accepting proposals (Propose then blocks); a batch of proposals taken
+	// below the bound may cross it. Replication, heartbeats and votes never
+	// wait for the application. Zero means 8192.
 	MaxApplyBacklog int
 
 	// DisablePreVote turns off the PreVote round (thesis §9.6), which keeps
@@ -137,7 +138,8 @@ func (c *Config) Validate() error {
 	if c.HeartbeatInterval < 0 {
 		bad("HeartbeatInterval", "negative: %v", c.HeartbeatInterval)
 	}
-	if c.ElectionTimeout >= 0 && c.HeartbeatInterval > 0 && c.electionTimeout() < 2*c.heartbeatInterval() {
+	// Compare the resolved values: a zero field means its default here too.
+	if c.ElectionTimeout >= 0 && c.HeartbeatInterval >= 0 && c.electionTimeout() < 2*c.heartbeatInterval() {
 		bad("ElectionTimeout", "%v is less than twice HeartbeatInterval %v", c.electionTimeout(), c.heartbeatInterval())
 	}
 	if c.Transport == nil {

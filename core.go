@@ -390,6 +390,14 @@ func (c *core) diskStalled() bool {
 // about maxBytes of them. The caller must not modify them.
 func (c *core) nextApply(maxBytes int) []Entry { return c.raftLog.nextApply(maxBytes) }
 
+// takeReplaced returns the lowest log index whose entry was replaced (after
+// a conflict with a new leader's log) since the last call, or 0 if none was.
+func (c *core) takeReplaced() uint64 {
+	i := c.raftLog.replacedFrom
+	c.raftLog.replacedFrom = 0
+	return i
+}
+
 // hasApply reports whether nextApply would return entries.
 func (c *core) hasApply() bool { return c.raftLog.applied < c.raftLog.committed }
 

@@ -29,6 +29,9 @@ type raftLog struct {
 	// handed to the Persister were replaced; the next persist batch must
 	// truncate there before appending.
 	truncateFrom uint64
+	// replacedFrom, when nonzero, is the lowest index at which any entry was
+	// replaced since the runtime last asked (see core.takeReplaced).
+	replacedFrom uint64
 }
 
 func newRaftLog(ents []Entry, commit uint64) (*raftLog, error) {
@@ -119,6 +122,9 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 		// and must not see it change.
 		n := from - l.offset
 		l.entries = l.entries[:n:n]
+		if l.replacedFrom == 0 || from < l.replacedFrom {
+			l.replacedFrom = from
+		}
 		if from < l.unstable {
 			if l.truncateFrom == 0 || from < l.truncateFrom {
 				l.truncateFrom = from

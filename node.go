@@ -60,6 +60,9 @@ func (n *Node) run(recvc <-chan Message) {
 			if pendingPersist == nil && c.hasPersistWork() {
 				pendingPersist = c.readyToPersist()
 			}
+			if from := c.takeReplaced(); from != 0 && len(n.waiters) > 0 {
+				n.dropReplacedWaiters(from)
+			}
 			if !haveApply && c.hasApply() {
 				pendingApply = n.nextApplyBatch()
 				haveApply = true
@@ -217,6 +220,22 @@ func (n *Node) nextApplyBatch() applyBatch {
 		b.waiters = append(b.waiters, p)
 	}
 	return b
+}
+
+// dropReplacedWaiters ends the ProposeWait calls whose entries, at from or
+// above, were replaced by a new leader's: those commands will never be
+// applied at their index, and no later apply may come to release them.
+func (n *Node) dropReplacedWaiters(from uint64) {
+	for idx, p := range n.waiters {
+		if idx < from {
+			continue
+		}
+		if t, ok := n.core.raftLog.term(idx); ok && t == p.term {
+			continue
+		}
+		delete(n.waiters, idx)
+		p.done <- proposalResult{index: p.index, term: p.term, err: ErrProposalDropped, final: true}
+	}
 }
 
 // fail stops the node from taking part after a persist error: it no longer

@@ -133,7 +133,7 @@ type Status struct {
 	Term      uint64
 	Leader    NodeID // 0 if unknown
 	Commit    uint64 // highest index known committed
-	Applied   uint64 // highest index handed to ApplyCh (or skipped as internal)
+	Applied   uint64 // highest index the application received from ApplyCh (or skipped as internal)
 	LastIndex uint64 // last index in the log
 	// Progress is the leader's view of each follower; nil on other roles.
 	Progress map[NodeID]PeerProgress
@@ -198,9 +198,12 @@ func NewNode(cfg Config) (*Node, error) {
 		persistc: make(chan *persistBatch),
 		durablec: make(chan persistResult),
 		applyq:   make(chan applyBatch),
-		applyc:   make(chan ApplyMsg, 256),
-		stopc:    make(chan struct{}),
-		changec:  make(chan struct{}),
+		// Unbuffered: a send completes only when the application has
+		// received the message, so Status().Applied, ProposeWait and
+		// MaxApplyBacklog all count what the application really has.
+		applyc:  make(chan ApplyMsg),
+		stopc:   make(chan struct{}),
+		changec: make(chan struct{}),
 	}
 	n.publish()
 	recvc := cfg.Transport.Receive()
@@ -215,10 +218,11 @@ func NewNode(cfg Config) (*Node, error) {
 func (n *Node) ID() NodeID { return n.id }
 
 // ApplyCh returns the channel on which the node delivers committed commands
-// in log order, each exactly once per Node. Receive from it promptly: while
-// Config.MaxApplyBacklog entries wait, the leader stops accepting proposals
-// (replication and elections go on regardless). The channel is closed after
-// Stop.
+// in log order, each exactly once per Node. The channel is unbuffered: a
+// command counts as applied (Status().Applied, ProposeWait) once received.
+// Receive from it promptly: while Config.MaxApplyBacklog entries wait, the
+// leader stops accepting proposals (replication and elections go on
+// regardless). The channel is closed after Stop.
 func (n *Node) ApplyCh() <-chan ApplyMsg { return n.applyc }
 
 // Propose appends cmd to the log if this node is the leader, and returns
@@ -231,17 +235,19 @@ func (n *Node) ApplyCh() <-chan ApplyMsg { return n.applyc }
 // It fails with a *NotLeaderError (errors.Is(err, ErrNotLeader)) on a
 // non-leader, ErrTooLarge when len(cmd) > MaxEntrySize, ErrStopped after
 // Stop, and ctx.Err() if ctx ends first. It blocks only while the leader is
-// at its flow-control limits (MaxUncommittedBytes, MaxApplyBacklog).
+// at its flow-control limits (MaxUncommittedBytes, MaxApplyBacklog). If ctx
+// ends after the command was queued, the command may still be appended and
+// committed: the error means "outcome unknown", not "not proposed".
 func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err error) {
 	r, err := n.propose(ctx, cmd, false)
 	return r.index, r.term, err
 }
 
-// ProposeWait is Propose, then waits until the command has committed and
-// been handed to this node's ApplyCh (the application receives it there, in
-// log order, after everything before it), and returns its index and term. It fails with ErrProposalDropped if a leader change replaced
-// the command, and with ctx.Err() if ctx ends first (the command may still
-// commit later).
+// ProposeWait is Propose, then waits until the command has committed and the
+// application has received it from this node's ApplyCh, and returns its
+// index and term. It fails with ErrProposalDropped if a leader change
+// replaced the command, and with ctx.Err() if ctx ends first (the command
+// may still commit later).
 func (n *Node) ProposeWait(ctx context.Context, cmd []byte) (index, term uint64, err error) {
 	r, err := n.propose(ctx, cmd, true)
 	return r.index, r.term, err

@@ -263,11 +263,11 @@ func (nw *Network) send(m raft.Message) {
 	for range copies {
 		delay := nw.delayLocked()
 		if delay == 0 {
-			nw.deliverLocked(m, size)
+			nw.deliverLocked(m, size, nw.endpoints[m.To])
 			continue
 		}
 		nw.seq++
-		heap.Push(&nw.queue, delivery{at: time.Now().Add(delay), seq: nw.seq, m: m})
+		heap.Push(&nw.queue, delivery{at: time.Now().Add(delay), seq: nw.seq, m: m, to: nw.endpoints[m.To]})
 		select {
 		case nw.wake <- struct{}{}:
 		default:
@@ -285,10 +285,10 @@ func (nw *Network) delayLocked() time.Duration {
 	return nw.minDelay + time.Duration(nw.rng.Int64N(int64(nw.maxDelay-nw.minDelay)+1))
 }
 
-// deliverLocked puts m in its destination's queue if the link is still up.
-func (nw *Network) deliverLocked(m raft.Message, size int64) {
-	ep := nw.endpoints[m.To]
-	if ep == nil || !nw.linkUpLocked(m.From, m.To) {
+// deliverLocked puts m in the queue of ep, the destination's endpoint when
+// m was sent, if the link is still up and ep has not been replaced since.
+func (nw *Network) deliverLocked(m raft.Message, size int64, ep *endpoint) {
+	if ep == nil || nw.endpoints[m.To] != ep || !nw.linkUpLocked(m.From, m.To) {
 		nw.statsLocked(m.From).Dropped++
 		return
 	}
@@ -316,7 +316,7 @@ func (nw *Network) deliverLoop() {
 		now := time.Now()
 		for len(nw.queue) > 0 && !nw.queue[0].at.After(now) {
 			d := heap.Pop(&nw.queue).(delivery)
-			nw.deliverLocked(d.m, int64(d.m.Size()))
+			nw.deliverLocked(d.m, int64(d.m.Size()), d.to)
 		}
 		wait := time.Hour
 		if len(nw.queue) > 0 {
@@ -344,6 +344,7 @@ type delivery struct {
 	at  time.Time
 	seq uint64
 	m   raft.Message
+	to  *endpoint // the destination's endpoint when m was sent
 }
 
 // deliveryQueue is a min-heap of deliveries by (time, sequence).
