@@ -9,9 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -93,7 +91,7 @@ func TestReElection(t *testing.T) {
 
 func TestManyElections(t *testing.T) {
 	const servers = 7
-	seed := testSeed(t)
+	seed := faultSeed(t, uint64(time.Now().UnixNano()))
 	rng := rand.New(rand.NewPCG(seed, 0))
 	c := rafttest.NewCluster(t, servers, rafttest.Options{Seed: seed})
 	waitStableLeader(t, c, rafttest.LeaderWait, c.IDs...)
@@ -687,21 +685,6 @@ func others(ids []raft.NodeID, exclude ...raft.NodeID) []raft.NodeID {
 		}
 	}
 	return out
-}
-
-// testSeed returns RAFT_TEST_SEED if set, else a fresh seed, and logs it.
-func testSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("RAFT_TEST_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("RAFT_TEST_SEED=%q: %v", s, err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (rerun: RAFT_TEST_SEED=%d go test -run '^%s$' .)", seed, seed, t.Name())
-	return seed
 }
 
 // applyTracker records, through Options.OnApply, what each node applied.
