@@ -100,6 +100,7 @@ type ConfigError struct {
 	Reason string
 }
 
+// Error returns "raft: invalid config: Field: reason".
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("raft: invalid config: %s: %s", e.Field, e.Reason)
 }

@@ -60,6 +60,7 @@ type NotLeaderError struct {
 	Leader NodeID
 }
 
+// Error says that the node is not the leader, and which node is, if known.
 func (e *NotLeaderError) Error() string {
 	if e.Leader == 0 {
 		return "raft: not the leader (leader unknown)"
