@@ -300,8 +300,18 @@ func (c *core) send(m Message) {
 		c.msgs = append(c.msgs, m)
 		return
 	}
+	if len(c.afterDurable) >= maxAfterDurable {
+		// The disk is stalled and responses pile up (one per heartbeat at
+		// least). Dropping one is a network loss, which Raft tolerates;
+		// growing without bound is not.
+		c.log.Debug("drop response: too many waiting for a stalled persist", "type", m.Type, "to", m.To)
+		return
+	}
 	c.afterDurable = append(c.afterDurable, m)
 }
+
+// maxAfterDurable bounds the messages waiting for a persist to complete.
+const maxAfterDurable = 4096
 
 // takeMessages returns the messages that may be sent now and clears the
 // buffer. The slice is valid only until the next call into the core, which
