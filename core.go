@@ -253,7 +253,7 @@ func (c *core) propose(ents []Entry) (first, term uint64, err error) {
 	}
 	size := 0
 	for i := range ents {
-		size += len(ents[i].Data)
+		size += entrySize(&ents[i])
 	}
 	if !c.canAcceptBytes(0) {
 		return 0, 0, ErrBusy

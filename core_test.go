@@ -693,14 +693,17 @@ func TestUncommittedBytesBound(t *testing.T) {
 		drain(t, c)
 		return err
 	}
+	// Each entry costs its data plus entryHeaderBytes, so empty entries are
+	// not free.
+	cost := func(n int) int { return n + entryHeaderBytes }
 	require.NoError(t, prop(600))
-	require.False(t, c.canAcceptBytes(600))
-	require.True(t, c.canAcceptBytes(400))
+	require.False(t, c.canAcceptBytes(bound-cost(600)+1))
+	require.True(t, c.canAcceptBytes(bound-cost(600)))
 	require.NoError(t, prop(600), "accepted while at most the bound is outstanding")
-	require.Equal(t, 1200, c.uncommittedBytes)
+	require.Equal(t, 2*cost(600), c.uncommittedBytes)
 	require.ErrorIs(t, prop(1), ErrBusy)
 	require.False(t, c.canAcceptBytes(0))
-	require.LessOrEqual(t, c.uncommittedBytes-600, bound, "the bound is exceeded by more than one batch")
+	require.LessOrEqual(t, c.uncommittedBytes-cost(600), bound, "the bound is exceeded by more than one batch")
 
 	// Follower 2 acknowledges everything: it all commits, the budget is free.
 	stepOK(t, c, Message{Type: MsgAppResp, From: 2, To: 1, Term: c.term, Index: c.raftLog.lastIndex()})
@@ -708,7 +711,7 @@ func TestUncommittedBytesBound(t *testing.T) {
 	require.Equal(t, 0, c.uncommittedBytes)
 	require.NoError(t, prop(1500), "a single batch over the bound goes when nothing is outstanding")
 	require.ErrorIs(t, prop(1), ErrBusy)
-	require.Equal(t, 1500, c.uncommittedBytes)
+	require.Equal(t, cost(1500), c.uncommittedBytes)
 }
 
 // Invariant 8 and pitfall 5: durability is acknowledged by (index, term). An

@@ -171,6 +171,12 @@ func (c *core) stepCandidate(m Message) error {
 		c.becomeFollower(m.Term, m.From)
 		return c.stepFollower(m)
 	case myRespType:
+		if c.role == RolePreCandidate && !m.Reject && m.Term != c.term+1 {
+			// A delayed grant from an earlier round asked about another
+			// term; counting it could win a PreVote nobody granted now.
+			c.log.Debug("ignore stale pre-vote grant", "from", m.From, "msg_term", m.Term)
+			return nil
+		}
 		if c.recordVote(m.From, !m.Reject) {
 			c.wonElection()
 		} else if c.countVotes(false) >= c.quorum() {

@@ -150,11 +150,10 @@ func (l *raftLog) maybeAppend(prevIndex, prevTerm uint64, ents []Entry) (lastNew
 		return 0, false, nil
 	}
 	lastNew = prevIndex + uint64(len(ents))
+	// The caller has validated ents (validateAppend): contiguous from
+	// prevIndex+1, terms non-decreasing.
 	for i := range ents {
 		e := &ents[i]
-		if e.Index != prevIndex+1+uint64(i) {
-			return 0, false, fmt.Errorf("raft: malformed MsgApp: entry %d has index %d after prev %d", i, e.Index, prevIndex)
-		}
 		t, held := l.term(e.Index)
 		if held && t == e.Term {
 			continue
@@ -178,7 +177,7 @@ func (l *raftLog) conflictHint(prevIndex uint64) (index, term uint64) {
 	}
 	term, _ = l.term(prevIndex)
 	index = prevIndex
-	for index-1 > l.offset {
+	for index > l.offset+1 {
 		if t, _ := l.term(index - 1); t != term {
 			break
 		}

@@ -67,8 +67,8 @@ func (n *Node) run(recvc <-chan Message) {
 				pendingApply = n.nextApplyBatch()
 				haveApply = true
 			}
+			n.publish()
 		}
-		n.publish()
 
 		var (
 			persistc chan *persistBatch
@@ -245,6 +245,10 @@ func (n *Node) fail(err error) {
 	n.cfg.logger().Error("persist failed; node no longer takes part", "err", err)
 	n.mu.Lock()
 	n.st.Err = err
+	// It leads nothing any more: say so, and tell observers (pitfall 19).
+	n.st.Role, n.st.Leader, n.st.Progress = RoleFollower, 0, nil
+	close(n.changec)
+	n.changec = make(chan struct{})
 	n.mu.Unlock()
 	for idx, p := range n.waiters {
 		p.done <- proposalResult{index: p.index, term: p.term, err: err, final: true}

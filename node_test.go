@@ -582,6 +582,12 @@ func TestPersistFailureStopsNode(t *testing.T) {
 			st := node.Status()
 			require.ErrorIs(t, st.Err, raft.ErrPersist)
 			require.ErrorIs(t, st.Err, errNodeDisk)
+			// It leads nothing any more, and says so (pitfall 19: clients
+			// routing by State must not keep sending to a dead leader).
+			_, isLeader := node.State()
+			require.False(t, isLeader, "a failed node reports itself leader")
+			require.Equal(t, raft.RoleFollower, st.Role)
+			require.Zero(t, st.Leader)
 			require.True(t, faultRecordProposed(c, victim, []byte("pf-refused-wait")))
 			errs := nodeWithin(t, "Propose on a failed node", func() [2]error {
 				_, _, err1 := c.Propose(context.Background(), victim, []byte("pf-refused"))
@@ -675,6 +681,30 @@ func TestNodePitfall10_DiskStallLeaderStepsDown(t *testing.T) {
 
 // TestNodeIgnoresUnknownSenders: messages from a node that is not a peer,
 // however high their term, change nothing and get no answer.
+// NewNode syncs what it loads: a process that crashed after writing but
+// before syncing left state that Load returns from the OS cache, and the
+// node will act on it (re-send a vote it finds recorded, count entries as
+// durable). It must be durable before anything depends on it.
+func TestNodeSyncsLoadedState(t *testing.T) {
+	p := raft.NewMemoryPersister()
+	require.NoError(t, p.Append([]raft.Entry{{Index: 1, Term: 5, Data: []byte("unsynced")}}))
+	require.NoError(t, p.SetHardState(raft.HardState{Term: 5, Vote: 2}))
+	// No Sync: a crash now would lose both writes.
+	nw := rafttest.NewNetwork(1)
+	t.Cleanup(nw.Close)
+	cfg := nodeValidConfig()
+	cfg.Transport, cfg.Persister = nw.Endpoint(cfg.ID), p
+	n, err := raft.NewNode(cfg)
+	require.NoError(t, err)
+	n.Stop()
+	p.Crash() // power loss after the node started
+	st, err := p.Load()
+	require.NoError(t, err)
+	require.Equal(t, raft.HardState{Term: 5, Vote: 2}, raft.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote},
+		"the loaded vote must have been made durable")
+	require.Len(t, st.Entries, 1, "the loaded entry must have been made durable")
+}
+
 func TestNodeIgnoresUnknownSenders(t *testing.T) {
 	c := rafttest.NewCluster(t, 3, rafttest.Options{Seed: 34})
 	leader := c.Leader()

@@ -481,15 +481,16 @@ func TestPitfall17_UncommittedBudgetIgnoresEarlierTerms(t *testing.T) {
 	_, _, err := c.propose([]Entry{{Data: make([]byte, 500)}})
 	require.NoError(t, err)
 	drain(t, c)
-	require.Equal(t, 500, c.uncommittedBytes)
+	cost := 500 + entryHeaderBytes // an entry is charged its data and its header
+	require.Equal(t, cost, c.uncommittedBytes)
 
 	// Follower 2 acknowledges the no-op: entries 1-2 commit, entry 3 does not.
 	stepOK(t, c, Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 2})
 	require.Equal(t, uint64(2), c.raftLog.committed)
-	require.Equal(t, 500, c.uncommittedBytes, "entry 3 (500 bytes) is still uncommitted")
+	require.Equal(t, cost, c.uncommittedBytes, "entry 3 (500 bytes) is still uncommitted")
 
-	_, _, err = c.propose([]Entry{{Data: make([]byte, 600)}}) // 500 outstanding: accepted
+	_, _, err = c.propose([]Entry{{Data: make([]byte, 600)}}) // 524 outstanding: accepted
 	require.NoError(t, err)
-	_, _, err = c.propose([]Entry{{Data: []byte("x")}}) // 1100 outstanding: refused
+	_, _, err = c.propose([]Entry{{Data: []byte("x")}}) // 1148 outstanding: refused
 	require.ErrorIs(t, err, ErrBusy)
 }

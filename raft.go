@@ -186,6 +186,12 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft: load persisted state: %w", err)
 	}
+	// What Load returned may have been written but never synced by a
+	// process that crashed; the core treats it as durable (it may re-send
+	// a vote it finds there). Make it so before anything depends on it.
+	if err := cfg.Persister.Sync(); err != nil {
+		return nil, fmt.Errorf("raft: sync loaded state: %w", err)
+	}
 	c, err := newCore(cfg.ID, cfg.Peers, cfg.coreConfig(), st, cfg.logger())
 	if err != nil {
 		return nil, err

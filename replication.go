@@ -356,8 +356,8 @@ func (c *core) maybeCommit() bool {
 	// Release flow-control budget for what just committed: only entries of
 	// this term were counted (the budget starts at zero on election).
 	for i := old + 1; i <= idx; i++ {
-		if e := c.raftLog.at(i); e.Term == c.term {
-			c.uncommittedBytes -= len(e.Data)
+		if e := c.raftLog.at(i); e.Term == c.term && e.Type == EntryNormal {
+			c.uncommittedBytes -= entrySize(e)
 		}
 	}
 	c.uncommittedBytes = max(c.uncommittedBytes, 0)
@@ -367,6 +367,10 @@ func (c *core) maybeCommit() bool {
 // handleAppend is the follower's side of AppendEntries (Figure 2, receiver
 // implementation).
 func (c *core) handleAppend(m Message) error {
+	if err := validateAppend(&m); err != nil {
+		c.log.Error("reject malformed append", "from", m.From, "err", err)
+		return err
+	}
 	if m.Index < c.raftLog.committed {
 		// Everything up to our commit index is committed, hence matches the
 		// leader: answer with what we know, without touching the log.
@@ -389,6 +393,31 @@ func (c *core) handleAppend(m Message) error {
 	// entry); entries past lastNew may not match the leader's.
 	c.raftLog.commitTo(min(m.Commit, lastNew))
 	c.send(Message{Type: MsgAppResp, To: m.From, Index: lastNew})
+	return nil
+}
+
+// validateAppend is the gateway check on a MsgApp from the network: past it
+// the log code assumes its entries are well formed. Entries must follow
+// prevIndex contiguously, with terms that never decrease from prevTerm and
+// never exceed the message's term (a leader only sends entries of its term
+// or earlier).
+func validateAppend(m *Message) error {
+	if m.Index == 0 && m.LogTerm != 0 {
+		return fmt.Errorf("raft: malformed MsgApp: prev index 0 with prev term %d", m.LogTerm)
+	}
+	prevTerm := m.LogTerm
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		switch {
+		case e.Index != m.Index+1+uint64(i):
+			return fmt.Errorf("raft: malformed MsgApp: entry %d has index %d after prev %d", i, e.Index, m.Index)
+		case e.Term < prevTerm:
+			return fmt.Errorf("raft: malformed MsgApp: entry %d has term %d after term %d", e.Index, e.Term, prevTerm)
+		case e.Term > m.Term:
+			return fmt.Errorf("raft: malformed MsgApp: entry %d has term %d beyond the message's term %d", e.Index, e.Term, m.Term)
+		}
+		prevTerm = e.Term
+	}
 	return nil
 }
 

@@ -82,13 +82,23 @@ type Message struct {
 // Size returns the approximate encoded size of m in bytes: a fixed header plus
 // each entry's header and data. Transports and flow control use it.
 func (m *Message) Size() int {
-	const header, entryHeader = 64, 24
-	n := header
+	n := messageHeaderBytes
 	for i := range m.Entries {
-		n += entryHeader + len(m.Entries[i].Data)
+		n += entrySize(&m.Entries[i])
 	}
 	return n
 }
+
+// Approximate fixed costs, in bytes, of a message and of one entry beyond its
+// data, in memory or encoded. Flow control charges them too, so that empty
+// entries are not free.
+const (
+	messageHeaderBytes = 64
+	entryHeaderBytes   = 24
+)
+
+// entrySize is what an entry costs flow control: its header and its data.
+func entrySize(e *Entry) int { return entryHeaderBytes + len(e.Data) }
 
 // Transport moves messages between the nodes of a cluster. The Node calls
 // Send from its own goroutines and reads Receive until it stops; the
