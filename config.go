@@ -55,10 +55,10 @@ type Config struct {
 	// bound may cross it). Past it, Propose blocks until entries commit or
 	// its context ends. Zero means 64 MiB; it must be at least MaxEntrySize.
 	MaxUncommittedBytes int
-	// MaxApplyBacklog is how many committed entries may wait for the
-	// application to receive them from ApplyCh before the leader stops
-	// accepting proposals (Propose then blocks); a batch of proposals taken
-	// below the bound may cross it. Replication, heartbeats and votes never
+	// MaxApplyBacklog is how many entries a leader may hold that the
+	// application has not yet received from ApplyCh, committed or not,
+	// before it stops accepting proposals (Propose then blocks); a batch of
+	// proposals taken below the bound may cross it. Replication, heartbeats and votes never
 	// wait for the application. Zero means 8192.
 	MaxApplyBacklog int
 

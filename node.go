@@ -134,14 +134,17 @@ func (n *Node) stepMessage(m Message) {
 }
 
 // canAcceptProposals reports whether the leader is within its flow-control
-// limits: uncommitted bytes and the backlog of entries the application has
-// not yet received.
+// limits: uncommitted bytes, and the backlog of entries the application has
+// not yet received. The backlog counts every entry past the applied index,
+// committed or not: counting only committed ones let proposals run ahead
+// while commits lagged, and the backlog then exceeded its bound.
 func (n *Node) canAcceptProposals() bool {
 	c := n.core
 	if !c.canAcceptBytes(0) {
 		return false
 	}
-	return c.raftLog.committed-min(n.applied.Load(), c.raftLog.committed) <= uint64(n.cfg.maxApplyBacklog())
+	last := c.raftLog.lastIndex()
+	return last-min(n.applied.Load(), last) <= uint64(n.cfg.maxApplyBacklog())
 }
 
 // handleProposals takes p and every proposal already queued behind it (up to
