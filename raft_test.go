@@ -460,7 +460,7 @@ func TestPersistOneNodeKeepsAcknowledged(t *testing.T) {
 		}
 		// Crash once some of the burst has been applied, the rest being
 		// somewhere between append and sync.
-		waitFor(t, rafttest.AgreementWait, fmt.Sprintf("round %d: %d commands applied", round, round+1), func() bool {
+		faultWaitFor(t, rafttest.AgreementWait, fmt.Sprintf("round %d: %d commands applied", round, round+1), func() bool {
 			return tr.countPrefix(id, fmt.Sprintf("one-node-%d-", round)) > round
 		})
 		c.Crash(id)
@@ -558,7 +558,7 @@ func TestNodePitfall19_LeadershipObservationNeverBlocks(t *testing.T) {
 
 	// Level-triggered: the slow observer converges on the node's state.
 	n := c.Node(watched)
-	waitFor(t, rafttest.LeaderWait, "slow observer sees the latest state", func() bool {
+	faultWaitFor(t, rafttest.LeaderWait, "slow observer sees the latest state", func() bool {
 		last, _ := o.seen()
 		st := n.Status()
 		return last.Term == st.Term && last.Leader == st.Leader && last.Role == st.Role
@@ -576,7 +576,7 @@ func TestNodePitfall19_LeadershipObservationNeverBlocks(t *testing.T) {
 func waitStableLeader(t *testing.T, c *rafttest.Cluster, timeout time.Duration, ids ...raft.NodeID) raft.NodeID {
 	t.Helper()
 	var leader raft.NodeID
-	waitFor(t, timeout, fmt.Sprintf("nodes %v to agree on one leader", ids), func() bool {
+	faultWaitFor(t, timeout, fmt.Sprintf("nodes %v to agree on one leader", ids), func() bool {
 		var sts []raft.Status
 		for _, id := range ids {
 			n := c.Node(id)
@@ -612,18 +612,6 @@ func stayNoLeader(t *testing.T, c *rafttest.Cluster, d time.Duration, ids ...raf
 			}
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval: the assertion is about the whole window
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
