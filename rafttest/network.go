@@ -74,7 +74,7 @@ func NewNetwork(seed uint64) *Network {
 		wake:         make(chan struct{}, 1),
 		done:         make(chan struct{}),
 	}
-	go nw.deliverLoop() // owner: nw; exits when Close closes nw.done's signal (closed flag + wake)
+	go nw.deliverLoop() // owner: nw; exits once Close sets closed and wakes it; closes nw.done
 	return nw
 }
 
