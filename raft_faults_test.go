@@ -473,6 +473,10 @@ func TestFastBackup(t *testing.T) {
 	for _, id := range c.IDs {
 		c.Disconnect(id)
 	}
+	// Leader 1 was cut off less than a second ago and may still believe it
+	// leads (CheckQuorum needs up to two election timeouts to notice); wait
+	// until it knows better, or Leader() below may report that stale belief.
+	c.WaitNoLeader(p(0), p(1))
 	c.Net.ResetStats()
 	c.Connect(p(0))
 	c.Connect(p(1))
