@@ -213,9 +213,9 @@ func (c *Cluster) live() map[raft.NodeID]*raft.Node {
 // Leader waits until exactly one of the running, connected nodes is leader
 // in the highest term any of them leads, and returns it. It fails the test
 // if two nodes lead the same term, or if no leader emerges within
-// LeaderWait. A node cut off from the others (by the network, not by
-// Disconnect) may believe it leads for up to two election timeouts, until
-// CheckQuorum runs; Leader can return it in that window.
+// LeaderWait. A leader cut off from the others keeps believing it leads
+// for up to two election timeouts, until CheckQuorum runs; if it is
+// reachable again (Connect) within that window, Leader can return it.
 func (c *Cluster) Leader() raft.NodeID {
 	c.t.Helper()
 	deadline := time.Now().Add(LeaderWait)
