@@ -455,18 +455,18 @@ func (c *core) checkInvariants() error {
 	return nil
 }
 
-// coreStatus is a copy of the core's state for Status.
+// coreStatus is a copy of the core's state for Status. Applied is not here:
+// it is what the application received, which only the apply loop knows.
 type coreStatus struct {
-	role                          Role
-	term                          uint64
-	lead                          NodeID
-	commit, applied, last, stable uint64
+	role         Role
+	term         uint64
+	lead         NodeID
+	commit, last uint64
 }
 
 func (c *core) status() coreStatus {
 	return coreStatus{
 		role: c.role, term: c.term, lead: c.lead,
-		commit: c.raftLog.committed, applied: c.raftLog.applied,
-		last: c.raftLog.lastIndex(), stable: c.raftLog.durable,
+		commit: c.raftLog.committed, last: c.raftLog.lastIndex(),
 	}
 }

@@ -370,9 +370,9 @@ func (c *Cluster) One(cmd []byte, expected int, retry bool) uint64 {
 }
 
 func (c *Cluster) proposeAnywhere(cmd []byte) (uint64, bool) {
+	live := c.live()
 	for _, id := range c.IDs {
-		n := c.live()[id]
-		if n == nil {
+		if live[id] == nil {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
