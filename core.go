@@ -99,7 +99,21 @@ type coreConfig struct {
 	maxInflightBytes    int
 	maxUncommittedBytes int
 	seed                uint64
+	bugs                plantedBugs // zero except in the simulator's bug-planting tests
 }
+
+// plantedBugs are deliberate protocol bugs, one bit per simcore.Bug (same
+// values). Only the simulator's tests set them, through internal/simcore, to
+// prove that the simulator catches each; Config has no way to reach them.
+type plantedBugs uint32
+
+const (
+	bugCommitPreviousTerm plantedBugs = 1 << iota
+	bugVoteBeforePersist
+	bugTruncateOnStaleAppend
+	bugVoteWithoutLogCheck
+	bugNoCheckQuorum
+)
 
 // pendingBatch records a persist batch handed to the runtime and not yet
 // reported durable.
@@ -132,11 +146,23 @@ func newCore(id NodeID, peers []NodeID, cfg coreConfig, st PersistentState, logg
 	if err != nil {
 		return nil, err
 	}
+	rl.bugTruncateOnStaleAppend = cfg.bugs&bugTruncateOnStaleAppend != 0
 	if st.HardState.Vote != 0 && !slices.Contains(peers, st.HardState.Vote) {
 		return nil, fmt.Errorf("raft: %w: persisted vote for %d, not a peer", ErrCorrupt, st.HardState.Vote)
 	}
-	if lt := rl.lastTerm(); lt > st.HardState.Term {
-		return nil, fmt.Errorf("raft: %w: persisted term %d below last log term %d", ErrCorrupt, st.HardState.Term, lt)
+	term, vote := st.HardState.Term, st.HardState.Vote
+	if lt := rl.lastTerm(); lt > term {
+		// A crash kept the entries of a persist batch but not the hard state
+		// written after them (a Persister keeps a prefix of unsynced writes;
+		// batches write entries first so that a surviving commit index never
+		// covers entries that did not survive). The node had adopted the
+		// entries' term in memory. Nothing that depended on that term left
+		// it: responses and votes wait for the batch to be durable, and a
+		// leader sends nothing before its term is durable. So the node may
+		// adopt the term again, with no vote (found by the simulator).
+		logger.Warn("log term above the persisted term: a crash lost the hard state written after entries",
+			"persisted_term", term, "last_log_term", lt)
+		term, vote = lt, 0
 	}
 	ps := slices.Clone(peers)
 	slices.Sort(ps)
@@ -146,8 +172,8 @@ func newCore(id NodeID, peers []NodeID, cfg coreConfig, st PersistentState, logg
 		cfg:         cfg,
 		rng:         rand.New(rand.NewPCG(cfg.seed, uint64(id))),
 		log:         logger,
-		term:        st.HardState.Term,
-		vote:        st.HardState.Vote,
+		term:        term,
+		vote:        vote,
 		raftLog:     rl,
 		persistedHS: st.HardState,
 		durableTerm: st.HardState.Term,
@@ -299,6 +325,11 @@ func (c *core) send(m Message) {
 	case MsgPreVote, MsgPreVoteResp:
 		c.msgs = append(c.msgs, m)
 		return
+	case MsgVoteResp:
+		if c.cfg.bugs&bugVoteBeforePersist != 0 {
+			c.msgs = append(c.msgs, m) // planted bug: grant before the vote is durable
+			return
+		}
 	}
 	if len(c.afterDurable) >= maxAfterDurable {
 		// The disk is stalled and responses pile up (one per heartbeat at

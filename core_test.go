@@ -738,3 +738,22 @@ func TestDurableAckByIndexAndTerm(t *testing.T) {
 	c.persisted(repl.num)
 	require.Equal(t, uint64(3), c.raftLog.durable)
 }
+
+// TestRestart_EntriesSurvivedButHardStateLost: a crash kept the entries of a
+// persist batch but not the hard state written after them, so the log's last
+// term is above the persisted term. The node starts (the state is a legal
+// crash outcome, not corruption), in the entries' term with no vote, and its
+// first batch makes that term durable before any message that depends on it.
+// Found by the simulator (seed 22 of its first run).
+func TestRestart_EntriesSurvivedButHardStateLost(t *testing.T) {
+	c := newTestCore(t, 1, ids(3), withEntries(Entry{Index: 1, Term: 1}, Entry{Index: 2, Term: 3}),
+		withHardState(HardState{Term: 2, Vote: 2, Commit: 1}))
+	require.Equal(t, uint64(3), c.term)
+	require.Equal(t, NodeID(0), c.vote, "the vote was for term 2, not the adopted term")
+	require.Equal(t, uint64(1), c.raftLog.committed)
+	require.True(t, c.hasPersistWork())
+	b := c.readyToPersist()
+	require.True(t, b.saveHardState)
+	require.True(t, b.mustSync)
+	require.Equal(t, HardState{Term: 3, Commit: 1}, b.hardState)
+}

@@ -141,7 +141,8 @@ func (c *core) handleVote(m Message) {
 		(c.vote == 0 && c.lead == 0) || // nobody voted for, no leader known in this term
 		(m.Type == MsgPreVote && m.Term > c.term) // a PreVote is for a future term
 	// §5.4.1: grant only to a candidate whose log is at least as up-to-date.
-	if canVote && c.raftLog.isUpToDate(m.Index, m.LogTerm) {
+	upToDate := c.raftLog.isUpToDate(m.Index, m.LogTerm) || c.cfg.bugs&bugVoteWithoutLogCheck != 0
+	if canVote && upToDate {
 		c.log.Debug("grant vote", "type", m.Type, "to", m.From, "term", m.Term)
 		// The grant carries the request's term: for a PreVote that is the
 		// future term the candidate would use, not ours.

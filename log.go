@@ -32,6 +32,10 @@ type raftLog struct {
 	// replacedFrom, when nonzero, is the lowest index at which any entry was
 	// replaced since the runtime last asked (see core.takeReplaced).
 	replacedFrom uint64
+
+	// bugTruncateOnStaleAppend plants pitfall 2 for the simulator's tests
+	// (see plantedBugs); always false in a Node.
+	bugTruncateOnStaleAppend bool
 }
 
 func newRaftLog(ents []Entry, commit uint64) (*raftLog, error) {
@@ -150,6 +154,10 @@ func (l *raftLog) maybeAppend(prevIndex, prevTerm uint64, ents []Entry) (lastNew
 		return 0, false, nil
 	}
 	lastNew = prevIndex + uint64(len(ents))
+	if l.bugTruncateOnStaleAppend && len(ents) > 0 && ents[0].Index > l.committed {
+		l.truncateAndAppend(ents) // planted bug: cut the suffix even where it matches
+		return lastNew, true, nil
+	}
 	// The caller has validated ents (validateAppend): contiguous from
 	// prevIndex+1, terms non-decreasing.
 	for i := range ents {

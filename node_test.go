@@ -185,7 +185,6 @@ func TestNodeNewCorruptState(t *testing.T) {
 		{"gap in entries", raft.HardState{Term: 1}, []raft.Entry{e(1, 1), e(3, 1)}},
 		{"log not starting at 1", raft.HardState{Term: 1}, []raft.Entry{e(2, 1), e(3, 1)}},
 		{"term going backwards", raft.HardState{Term: 2}, []raft.Entry{e(1, 2), e(2, 1)}},
-		{"log term above hard state term", raft.HardState{Term: 2}, []raft.Entry{e(1, 3)}},
 		{"vote for a non-peer", raft.HardState{Term: 1, Vote: 9}, nil},
 	}
 	for _, tt := range tests {
@@ -199,6 +198,17 @@ func TestNodeNewCorruptState(t *testing.T) {
 			require.Nil(t, n)
 		})
 	}
+
+	t.Run("log term above hard state term is a crash outcome, not corruption", func(t *testing.T) {
+		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+		cfg := nodeValidConfig()
+		cfg.Persister = nodeStatePersister{MemoryPersister: raft.NewMemoryPersister(),
+			st: raft.PersistentState{HardState: raft.HardState{Term: 2}, Entries: []raft.Entry{e(1, 3)}}}
+		n, err := raft.NewNode(cfg)
+		require.NoError(t, err)
+		defer n.Stop()
+		require.Equal(t, uint64(3), n.Status().Term)
+	})
 
 	t.Run("load error", func(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())

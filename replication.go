@@ -167,7 +167,7 @@ func (c *core) tickHeartbeat() {
 	}
 	if c.electionElapsed >= c.cfg.electionTicks {
 		c.electionElapsed = 0
-		if c.cfg.checkQuorum {
+		if c.cfg.checkQuorum && c.cfg.bugs&bugNoCheckQuorum == 0 {
 			if !c.quorumActive() {
 				// Thesis §6.2: a leader that cannot reach a majority for an
 				// election timeout steps down, so clients go elsewhere.
@@ -348,7 +348,7 @@ func (c *core) maybeCommit() bool {
 	if idx <= c.raftLog.committed {
 		return false
 	}
-	if t, _ := c.raftLog.term(idx); t != c.term {
+	if t, _ := c.raftLog.term(idx); t != c.term && c.cfg.bugs&bugCommitPreviousTerm == 0 {
 		return false
 	}
 	old := c.raftLog.committed

@@ -1,0 +1,177 @@
+package raft
+
+import (
+	"log/slog"
+
+	"github.com/raftkit/raft/internal/simcore"
+)
+
+// The simulator's view of the core (internal/simcore): an adapter that
+// translates between the core's types and the simulator's built-in ones.
+// Registering it costs a user's program one function value; nothing in the
+// public API reaches it.
+
+func init() { simcore.Register(newSimCore) }
+
+// plantedBugs and simcore.Bug share bit values; an index out of range here
+// (a compile error) means they drifted apart.
+var _ = [1]struct{}{}[simcore.Bug(bugCommitPreviousTerm)^simcore.BugCommitPreviousTerm|
+	simcore.Bug(bugVoteBeforePersist)^simcore.BugVoteBeforePersist|
+	simcore.Bug(bugTruncateOnStaleAppend)^simcore.BugTruncateOnStaleAppend|
+	simcore.Bug(bugVoteWithoutLogCheck)^simcore.BugVoteWithoutLogCheck|
+	simcore.Bug(bugNoCheckQuorum)^simcore.BugNoCheckQuorum]
+
+type simCore struct {
+	c        *core
+	lastSeen uint64 // last index when Changed was last called
+	changed  uint64
+}
+
+func newSimCore(cfg simcore.Config, st simcore.DiskState) (simcore.Core, error) {
+	peers := make([]NodeID, len(cfg.Peers))
+	for i, p := range cfg.Peers {
+		peers[i] = NodeID(p)
+	}
+	ents := make([]Entry, len(st.Entries))
+	for i, e := range st.Entries {
+		ents[i] = fromSimEntry(e)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cc := coreConfig{
+		electionTicks:       cfg.ElectionTicks,
+		heartbeatTicks:      cfg.HeartbeatTicks,
+		preVote:             cfg.PreVote,
+		checkQuorum:         cfg.CheckQuorum,
+		maxMsgBytes:         orDefault(cfg.MaxMsgBytes, DefaultMaxMsgBytes),
+		maxInflightMsgs:     orDefault(cfg.MaxInflightMsgs, DefaultMaxInflightMsgs),
+		maxInflightBytes:    DefaultMaxInflightBytes,
+		maxUncommittedBytes: DefaultMaxUncommittedBytes,
+		seed:                cfg.Seed,
+		bugs:                plantedBugs(cfg.Bugs),
+	}
+	hs := HardState{Term: st.HardState.Term, Vote: NodeID(st.HardState.Vote), Commit: st.HardState.Commit}
+	c, err := newCore(NodeID(cfg.ID), peers, cc, PersistentState{HardState: hs, Entries: ents}, logger.With("node", cfg.ID))
+	if err != nil {
+		return nil, err
+	}
+	return &simCore{c: c, lastSeen: c.raftLog.lastIndex()}, nil
+}
+
+func fromSimEntry(e simcore.Entry) Entry {
+	t := EntryNormal
+	if e.Noop {
+		t = EntryNoop
+	}
+	return Entry{Index: e.Index, Term: e.Term, Type: t, Data: e.Data}
+}
+
+func toSimEntry(e *Entry) simcore.Entry {
+	return simcore.Entry{Index: e.Index, Term: e.Term, Noop: e.Type == EntryNoop, Data: e.Data}
+}
+
+func toSimMsg(m Message) simcore.Msg {
+	return simcore.Msg{
+		From: uint64(m.From), To: uint64(m.To), Kind: m.Type.String(), Term: m.Term,
+		Index: m.Index, LogTerm: m.LogTerm, Commit: m.Commit, Reject: m.Reject,
+		Entries: len(m.Entries), Raw: m,
+	}
+}
+
+func (s *simCore) Tick() { s.c.tick(); s.noteChanges() }
+
+func (s *simCore) Step(m simcore.Msg) error {
+	err := s.c.step(m.Raw.(Message))
+	s.noteChanges()
+	return err
+}
+
+func (s *simCore) Propose(data []byte) (uint64, uint64, error) {
+	ents := [1]Entry{{Type: EntryNormal, Data: data}}
+	idx, term, err := s.c.propose(ents[:])
+	s.noteChanges()
+	return idx, term, err
+}
+
+func (s *simCore) Messages(dst []simcore.Msg) []simcore.Msg {
+	for _, m := range s.c.takeMessages() {
+		dst = append(dst, toSimMsg(m))
+	}
+	return dst
+}
+
+func (s *simCore) Persist() *simcore.Batch {
+	if !s.c.hasPersistWork() {
+		return nil
+	}
+	b := s.c.readyToPersist()
+	sb := &simcore.Batch{Num: b.num, TruncateFrom: b.truncateFrom, MustSync: b.mustSync}
+	if len(b.entries) > 0 {
+		sb.Entries = make([]simcore.Entry, len(b.entries))
+		for i := range b.entries {
+			sb.Entries[i] = toSimEntry(&b.entries[i])
+		}
+	}
+	if b.saveHardState {
+		sb.HardState = &simcore.HardState{Term: b.hardState.Term, Vote: uint64(b.hardState.Vote), Commit: b.hardState.Commit}
+	}
+	for _, m := range b.afterDurable {
+		sb.AfterDurable = append(sb.AfterDurable, toSimMsg(m))
+	}
+	s.c.recycle(b)
+	return sb
+}
+
+func (s *simCore) Persisted(num uint64) { s.c.persisted(num); s.noteChanges() }
+
+func (s *simCore) Apply(dst []simcore.Entry) []simcore.Entry {
+	for s.c.hasApply() {
+		ents := s.c.nextApply(1 << 30)
+		for i := range ents {
+			dst = append(dst, toSimEntry(&ents[i]))
+		}
+	}
+	return dst
+}
+
+func (s *simCore) Status() simcore.Status {
+	c := s.c
+	return simcore.Status{
+		Role: simcore.Role(c.role), Term: c.term, Vote: uint64(c.vote), Lead: uint64(c.lead),
+		Commit: c.raftLog.committed, Applied: c.raftLog.applied, LastIndex: c.raftLog.lastIndex(),
+		Ticks: c.ticks,
+	}
+}
+
+// noteChanges folds the log's replaced and appended positions into changed.
+func (s *simCore) noteChanges() {
+	l := s.c.raftLog
+	if r := s.c.takeReplaced(); r != 0 && (s.changed == 0 || r < s.changed) {
+		s.changed = r
+	}
+	if last := l.lastIndex(); last != s.lastSeen {
+		if last > s.lastSeen && (s.changed == 0 || s.lastSeen+1 < s.changed) {
+			s.changed = s.lastSeen + 1
+		}
+		s.lastSeen = last
+	}
+}
+
+func (s *simCore) Changed() uint64 {
+	ch := s.changed
+	s.changed = 0
+	return ch
+}
+
+func (s *simCore) Entries(dst []simcore.Entry, lo, hi uint64) []simcore.Entry {
+	l := s.c.raftLog
+	hi = min(hi, l.lastIndex())
+	for i := max(lo, l.offset+1); i <= hi; i++ {
+		dst = append(dst, toSimEntry(l.at(i)))
+	}
+	return dst
+}
+
+func (s *simCore) Check() error { return s.c.checkInvariants() }
