@@ -1,6 +1,6 @@
 GO ?= go
 
-.PHONY: test bench soak vet
+.PHONY: test bench soak vet sim fuzz-sim
 
 # The one command CI and developers run: vet, then every test with the race detector.
 test:
@@ -18,3 +18,14 @@ bench:
 COUNT ?= 20
 soak:
 	$(GO) test -race -count=$(COUNT) -timeout=60m ./...
+
+# The deterministic simulator over many seeds, using every core. A failing
+# seed prints the command that replays it. Example: make sim SEEDS=100000
+SEEDS ?= 10000
+sim:
+	$(GO) test -run '^TestSimSeeds$$' -count=1 -timeout=0 -v ./internal/sim -sim.seeds=$(SEEDS)
+
+# Let the fuzzer choose the simulator's fault schedules.
+FUZZTIME ?= 10m
+fuzz-sim:
+	$(GO) test -run '^$$' -fuzz='^FuzzSim$$' -fuzztime=$(FUZZTIME) ./internal/sim

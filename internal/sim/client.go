@@ -47,7 +47,7 @@ const (
 
 func (c *client) after(d int64) {
 	c.attempt++
-	c.w.schedule(&event{at: c.w.now + d, kind: evClient, node: c.idx, inc: c.attempt})
+	c.w.schedule(event{at: c.w.now + d, kind: evClient, node: c.idx, inc: c.attempt})
 }
 
 // act handles a client event: issue a new operation, try the current one,

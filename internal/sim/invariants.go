@@ -198,7 +198,7 @@ func (v *invariants) checkNode(n *node) {
 		w.recovered = true
 		w.recovery = w.now - w.healAt
 		w.trace.add(w.now, "recovered", 0, time.Duration(w.recovery).String())
-		w.schedule(&event{at: w.now + int64(500*time.Millisecond), kind: evEnd})
+		w.schedule(event{at: w.now + int64(500*time.Millisecond), kind: evEnd})
 	}
 }
 

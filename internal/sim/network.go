@@ -41,10 +41,10 @@ func (w *world) send(m simcore.Msg) {
 		return
 	}
 	inc := w.nodes[from].inc
-	w.schedule(&event{at: w.now + w.msgDelay(), kind: evDeliver, msg: m, inc: inc})
+	w.schedule(event{at: w.now + w.msgDelay(), kind: evDeliver, msg: m, inc: inc})
 	if w.net.dup > 0 && w.rng.IntN(1000) < w.net.dup {
 		w.stats.Duplicated++
-		w.schedule(&event{at: w.now + w.msgDelay(), kind: evDeliver, msg: m, inc: inc})
+		w.schedule(event{at: w.now + w.msgDelay(), kind: evDeliver, msg: m, inc: inc})
 	}
 }
 

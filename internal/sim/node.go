@@ -91,7 +91,7 @@ func (n *node) restart() {
 	}
 	w.stats.Restarts++
 	w.trace.add(w.now, "restart", n.id, "term "+itoa(int(n.core.Status().Term)))
-	w.schedule(&event{at: w.now + w.rng.Int64N(n.tickEvery), kind: evTick, node: n.idx, inc: n.inc})
+	w.schedule(event{at: w.now + w.rng.Int64N(n.tickEvery), kind: evTick, node: n.idx, inc: n.inc})
 }
 
 // afterStep carries out what an input to the core produced: messages to
@@ -113,7 +113,7 @@ func (n *node) afterStep() {
 		n.disk.start(b)
 		if n.crashAt == crashAtBatch || (n.crashAt == crashAtVote && b.HardState != nil && b.MustSync) {
 			n.crashAt = crashNone
-			w.schedule(&event{at: w.now + w.rng.Int64N(int64(50*time.Microsecond)), kind: evCrash, node: n.idx, inc: n.inc})
+			w.schedule(event{at: w.now + w.rng.Int64N(int64(50*time.Microsecond)), kind: evCrash, node: n.idx, inc: n.inc})
 		}
 		if len(n.queue) == 1 {
 			n.scheduleDisk()
@@ -137,7 +137,7 @@ func (n *node) scheduleDisk() {
 	if w.now < n.slowUntil {
 		lat += int64(20*time.Millisecond) + w.rng.Int64N(int64(200*time.Millisecond))
 	}
-	w.schedule(&event{at: w.now + lat, kind: evDiskDone, node: n.idx, inc: n.inc, batch: n.queue[0]})
+	w.schedule(event{at: w.now + lat, kind: evDiskDone, node: n.idx, inc: n.inc, batch: n.queue[0]})
 }
 
 func (n *node) diskDone(b *simcore.Batch) {

@@ -103,6 +103,7 @@ type world struct {
 	now    int64
 	seq    uint64
 	queue  eventQueue
+	free   []*event
 	steps  int
 	err    error
 	healed bool
@@ -163,17 +164,17 @@ func newWorld(o Options) (*world, error) {
 func (w *world) run() {
 	for _, n := range w.nodes {
 		// Random phases, so that nodes do not tick in lockstep.
-		w.schedule(&event{at: w.rng.Int64N(int64(Tick)), kind: evTick, node: n.idx, inc: n.inc})
+		w.schedule(event{at: w.rng.Int64N(int64(Tick)), kind: evTick, node: n.idx, inc: n.inc})
 	}
 	for _, c := range w.clients {
-		w.schedule(&event{at: w.rng.Int64N(int64(50 * time.Millisecond)), kind: evClient, node: c.idx})
+		w.schedule(event{at: w.rng.Int64N(int64(50 * time.Millisecond)), kind: evClient, node: c.idx})
 	}
 	if !w.opts.Faults.None {
-		w.schedule(&event{at: w.faultDelay(), kind: evFault})
+		w.schedule(event{at: w.faultDelay(), kind: evFault})
 	}
-	w.schedule(&event{at: int64(w.opts.Duration), kind: evHeal})
+	w.schedule(event{at: int64(w.opts.Duration), kind: evHeal})
 	w.endAt = int64(w.opts.Duration + w.opts.LivenessBound)
-	w.schedule(&event{at: w.endAt, kind: evEnd})
+	w.schedule(event{at: w.endAt, kind: evEnd})
 
 	for len(w.queue) > 0 && w.err == nil {
 		e := w.queue.pop()
@@ -188,6 +189,8 @@ func (w *world) run() {
 			break
 		}
 		w.dispatch(e)
+		*e = event{}
+		w.free = append(w.free, e)
 	}
 }
 
@@ -202,7 +205,7 @@ func (w *world) dispatch(e *event) {
 		w.trace.add(w.now, "tick", n.id, "")
 		n.core.Tick()
 		n.afterStep()
-		w.schedule(&event{at: w.now + n.tickEvery, kind: evTick, node: n.idx, inc: n.inc})
+		w.schedule(event{at: w.now + n.tickEvery, kind: evTick, node: n.idx, inc: n.inc})
 	case evDeliver:
 		w.deliver(e.msg, e.inc)
 	case evDiskDone:
@@ -216,7 +219,7 @@ func (w *world) dispatch(e *event) {
 			return
 		}
 		w.faultStep()
-		w.schedule(&event{at: w.now + w.faultDelay(), kind: evFault})
+		w.schedule(event{at: w.now + w.faultDelay(), kind: evFault})
 	case evClient:
 		w.clients[e.node].act(e.inc)
 	case evCrash:
@@ -228,11 +231,20 @@ func (w *world) dispatch(e *event) {
 	}
 }
 
-// schedule queues e; e.at is absolute virtual time.
-func (w *world) schedule(e *event) {
-	e.seq = w.seq
+// schedule queues e; e.at is absolute virtual time. Events are recycled:
+// a run schedules millions of them.
+func (w *world) schedule(e event) {
+	var p *event
+	if n := len(w.free); n > 0 {
+		p = w.free[n-1]
+		w.free = w.free[:n-1]
+	} else {
+		p = new(event)
+	}
+	*p = e
+	p.seq = w.seq
 	w.seq++
-	w.queue.push(e)
+	w.queue.push(p)
 }
 
 // fail records the first violation; the run stops after the current event.
