@@ -49,6 +49,10 @@ type Options struct {
 	// TraceLen is how many of the last events a failure reports. Zero
 	// means 60.
 	TraceLen int
+	// Cut, if set, cuts every directed link from -> to (node IDs 1..Nodes)
+	// for which it returns true, for the whole fault phase: a fixed
+	// topology such as a bridge or a chain (pitfall 11).
+	Cut func(from, to uint64) bool
 	// DisablePreVote and DisableCheckQuorum configure every core.
 	DisablePreVote, DisableCheckQuorum bool
 }

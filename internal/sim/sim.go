@@ -148,6 +148,13 @@ func newWorld(o Options) (*world, error) {
 		w.peers = append(w.peers, uint64(i+1))
 	}
 	w.inv.init(w)
+	if o.Cut != nil {
+		for i := range o.Nodes {
+			for j := range o.Nodes {
+				w.net.cut[i][j] = i != j && o.Cut(uint64(i+1), uint64(j+1))
+			}
+		}
+	}
 	for i := 0; i < o.Nodes; i++ {
 		n := &node{w: w, idx: i, id: uint64(i + 1), tickEvery: int64(Tick)}
 		w.nodes = append(w.nodes, n)

@@ -373,3 +373,56 @@ func BenchmarkSim(b *testing.B) {
 	b.ReportMetric(float64(b.N)/wall.Seconds(), "seeds/s")
 	b.ReportMetric(virtual.Seconds()/wall.Seconds(), "virtual/wall")
 }
+
+// TestSimPartialConnectivity reports what the protocol guarantees under
+// fixed partial partitions (pitfall 11), with no other fault: safety always;
+// progress whenever some majority is fully connected, because PreVote and
+// the leader lease keep the nodes that cannot hear the leader from deposing
+// it, and CheckQuorum moves leadership off a node that cannot hear a
+// majority.
+func TestSimPartialConnectivity(t *testing.T) {
+	side := func(id uint64) int { // 5 nodes: {1,2} | 3 | {4,5}
+		switch {
+		case id <= 2:
+			return 0
+		case id == 3:
+			return 1
+		}
+		return 2
+	}
+	topologies := []struct {
+		name string
+		cut  func(from, to uint64) bool
+	}{
+		// Node 3 bridges two halves that cannot talk to each other
+		// (the openraft#2080 topology).
+		{"bridge", func(from, to uint64) bool { return side(from)+side(to) == 2 && from != 3 && to != 3 }},
+		// A chain 1-2-3-4-5: each node hears only its neighbours.
+		{"chain", func(from, to uint64) bool { return from+1 != to && to+1 != from }},
+		// Node 1 can send to everyone but hears nobody.
+		{"deaf node", func(from, to uint64) bool { return to == 1 }},
+		// Node 1 hears everyone but nobody hears it.
+		{"mute node", func(from, to uint64) bool { return from == 1 }},
+	}
+	for _, tp := range topologies {
+		t.Run(tp.name, func(t *testing.T) {
+			for seed := uint64(1); seed <= 5; seed++ {
+				r, err := sim.Run(sim.Options{Seed: seed, Nodes: 5, Duration: 5 * time.Second,
+					Faults: sim.Faults{None: true}, Cut: tp.cut})
+				require.NoError(t, err)
+				if r.Err != nil {
+					t.Fatal(failure(r))
+				}
+				during := 0
+				for _, op := range r.History {
+					if !op.Unknown && op.Return < int64(5*time.Second) {
+						during++
+					}
+				}
+				t.Logf("seed %d: %d operations completed during 5s of %s, %d leader terms (max term %d), recovery %v",
+					seed, during, tp.name, r.Stats.Elections, r.Stats.MaxTerm, r.Recovery)
+				require.Greater(t, during, 100, "no progress under %s", tp.name)
+			}
+		})
+	}
+}
