@@ -65,15 +65,18 @@ type linzScenario struct {
 
 type linzFault func(h *linzHistory, rng *rand.Rand) string
 
+// linzScenarios: the default histories run the first three, on 3 and on
+// 5 nodes; longer runs cycle through all of them.
 var linzScenarios = []linzScenario{
-	{name: "crash", faults: []linzFault{linzCrashLeader, linzCrashFollower}},
+	{name: "crash", faults: []linzFault{linzCrashLeader, linzCrashFollower, linzCrashAll}},
 	{name: "partition", faults: []linzFault{linzIsolateLeader, linzDisconnectFollower}},
 	{name: "unreliable", unreliable: true, faults: []linzFault{linzCrashLeader, linzIsolateLeader, linzCrashFollower}},
+	{name: "mixed", faults: []linzFault{linzCrashLeader, linzCrashFollower, linzCrashAll, linzIsolateLeader, linzDisconnectFollower}},
 }
 
 // TestLinearizability runs RAFT_LINZ_HISTORIES histories (default
 // linzHistoriesDefault), history i with seed RAFT_TEST_SEED+i on 3 nodes
-// when i is even, 5 when odd, and the scenario i/2 (mod 3).
+// when i is even, 5 when odd, in scenario i/2 (mod the scenarios).
 func TestLinearizability(t *testing.T) {
 	histories := linzHistoriesDefault
 	if s := os.Getenv("RAFT_LINZ_HISTORIES"); s != "" {
@@ -443,7 +446,7 @@ func (h *linzHistory) do(ck *linzClerk, cmd kv.Command) {
 			ck.leader = raft.NodeID(int(target)%h.size + 1)
 		}
 		if (fails+1)%h.size == 0 {
-			time.Sleep(20 * time.Millisecond) // a round of refusals: no leader yet, back off
+			time.Sleep(50 * time.Millisecond) // a round of failures: no leader yet, back off
 		}
 	}
 }
@@ -531,6 +534,20 @@ func linzCrashFollower(h *linzHistory, rng *rand.Rand) string {
 	d := linzPause(rng, 200, 1000)
 	h.kv.restart(f)
 	return fmt.Sprintf("crash follower %d %v", f, d)
+}
+
+// linzCrashAll crashes every node at once, as a power loss would (writes
+// not yet synced are lost), and restarts them: what was acknowledged must
+// survive.
+func linzCrashAll(h *linzHistory, rng *rand.Rand) string {
+	for _, id := range h.c.IDs {
+		h.kv.crash(id)
+	}
+	d := linzPause(rng, 100, 500)
+	for _, id := range h.c.IDs {
+		h.kv.restart(id)
+	}
+	return fmt.Sprintf("crash all %v", d)
 }
 
 // linzIsolateLeader puts the leader in a minority (alone of 3, with one
