@@ -418,7 +418,7 @@ func (h *linzHistory) runClerk(ck *linzClerk) {
 // do runs one operation to its end: a result, or abandoned (unknown).
 func (h *linzHistory) do(ck *linzClerk, cmd kv.Command) {
 	data := cmd.Encode()
-	id := h.rec.Call(ck.pid, kvcheck.Input{Op: cmd.Op, Key: cmd.Key, Value: cmd.Value}, h.now())
+	id := h.rec.Call(ck.pid, kvcheck.InputOf(cmd), h.now())
 	giveUp := time.Now().Add(linzGiveUp)
 	for fails := 0; ; fails++ {
 		if h.ctx.Err() != nil || time.Now().After(giveUp) {

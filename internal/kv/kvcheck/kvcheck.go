@@ -41,6 +41,9 @@ type Input struct {
 	Value string // for Put and Append
 }
 
+// InputOf returns the Input of the operation that c carries.
+func InputOf(c kv.Command) Input { return Input{Op: c.Op, Key: c.Key, Value: c.Value} }
+
 // Output is what an operation returned: the Output of a
 // porcupine.Operation.
 type Output struct {

@@ -200,6 +200,10 @@ func TestModel_PartitionEvent(t *testing.T) {
 	require.False(t, porcupine.CheckEvents(Model(), bad))
 }
 
+func TestInputOf(t *testing.T) {
+	require.Equal(t, app("k", "v"), InputOf(kv.Command{ClientID: 1, Seq: 2, Op: kv.OpAppend, Key: "k", Value: "v"}))
+}
+
 func TestModel_Describe(t *testing.T) {
 	m := Model()
 	require.Equal(t, `get("k") -> "v"`, m.DescribeOperation(get("k"), Output{Value: "v"}))
