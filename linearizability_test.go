@@ -13,7 +13,9 @@ package raft_test
 // index it got, and takes the result from there; after a refusal, a
 // timeout, a crash or a replaced entry it retries the same (ClientID, Seq)
 // on another node, and the Store applies it once. An operation a clerk gives
-// up on is recorded with an unknown outcome. Sleeps only pace the faults.
+// up on is recorded with an unknown outcome. Once the faults are undone,
+// every clerk must complete an operation again (liveness, with a generous
+// deadline). Sleeps only pace the faults and the clerks' retries.
 
 import (
 	"context"
@@ -42,10 +44,12 @@ const (
 	linzHistoriesDefault = 6
 	// linzFaultPhase is how long each history injects faults under load.
 	linzFaultPhase = 1500 * time.Millisecond
-	// linzHealedPhase is how long the clerks go on once everything healed.
-	linzHealedPhase = 300 * time.Millisecond
-	linzClerks      = 5
-	linzKeys        = 3
+	// linzHealWait bounds how long, once every fault is undone, the
+	// cluster may take to complete an operation for every clerk: generous,
+	// for -race on a loaded two-core machine.
+	linzHealWait = 20 * time.Second
+	linzClerks   = 5
+	linzKeys     = 3
 	// linzAttemptTimeout bounds one attempt on one node: a few commit
 	// round trips even on the lossy network, well under a leader change.
 	linzAttemptTimeout = time.Second
@@ -147,6 +151,9 @@ type linzHistory struct {
 	size  int
 
 	nextPID atomic.Int64 // porcupine client IDs
+	// served[i] is the Call time of clerk i+1's latest operation that
+	// returned (-1: none yet).
+	served [linzClerks]atomic.Int64
 
 	// Counters, for the log.
 	attempts, notLeader, timeouts, replaced, stopped, dups atomic.Int64
@@ -175,6 +182,9 @@ func linzRun(t *testing.T, seed uint64, size int, sc linzScenario, rerun string)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &linzHistory{c: c, kv: kvs, rec: kvcheck.NewRecorder(), start: time.Now(), ctx: ctx, size: size}
+	for i := range h.served {
+		h.served[i].Store(-1)
+	}
 	var wg sync.WaitGroup
 	stopClerks := sync.OnceFunc(func() { cancel(); wg.Wait() })
 	// Registered after NewCluster's Close, so it runs first if the test
@@ -210,20 +220,33 @@ func linzRun(t *testing.T, seed uint64, size int, sc linzScenario, rerun string)
 		}
 	}
 	c.Leader()
-	time.Sleep(linzHealedPhase) // the clerks run on the healed cluster
+	// Liveness: the healed cluster serves every clerk an operation called
+	// after the heal.
+	healed, healStart := h.now(), time.Now()
+	live := linzWaitFor(linzHealWait, func() bool {
+		for i := range h.served {
+			if h.served[i].Load() < healed {
+				return false
+			}
+		}
+		return true
+	})
+	healTook := time.Since(healStart)
 	stopClerks()
+	if !live {
+		t.Errorf("%v after the heal, some clerk had not completed an operation (rerun: %s)", linzHealWait, rerun)
+	}
 
 	ops := h.rec.Operations()
 	total, returned := h.rec.Counts()
 	terms := c.Terms()
-	t.Logf("faults: %v", faults)
+	t.Logf("faults: %v; after the heal, every clerk served within %v", faults, healTook.Round(time.Millisecond))
 	t.Logf("%d operations, %d returned, %d unknown; %d attempts (%d not leader, %d timed out, %d replaced, %d on a stopped node), %d answered as duplicates, %d stale entries applied; terms %v",
 		total, returned, total-returned, h.attempts.Load(), h.notLeader.Load(), h.timeouts.Load(), h.replaced.Load(), h.stopped.Load(),
 		h.dups.Load(), kvs.stale.Load(), terms)
 	for _, v := range h.violations {
 		t.Errorf("%s (rerun: %s)", v, rerun)
 	}
-	require.Positive(t, returned, "no operation completed")
 	checkStart := time.Now()
 	ok, err := kvcheck.Check(ops, linzCheckTimeout)
 	t.Logf("porcupine: linearizable=%v in %v", ok, time.Since(checkStart).Round(time.Millisecond))
@@ -231,6 +254,19 @@ func linzRun(t *testing.T, seed uint64, size int, sc linzScenario, rerun string)
 		t.Errorf("%v (rerun: %s)", err, rerun)
 	}
 	return linzResult{ops: total, returned: returned, ok: ok}
+}
+
+// linzWaitFor polls cond every 10ms until it holds, and reports false if
+// it does not within timeout.
+func linzWaitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	return true
 }
 
 // linzKV holds the current replica of each node: a new one for each
@@ -418,7 +454,8 @@ func (h *linzHistory) runClerk(ck *linzClerk) {
 // do runs one operation to its end: a result, or abandoned (unknown).
 func (h *linzHistory) do(ck *linzClerk, cmd kv.Command) {
 	data := cmd.Encode()
-	id := h.rec.Call(ck.pid, kvcheck.InputOf(cmd), h.now())
+	call := h.now()
+	id := h.rec.Call(ck.pid, kvcheck.InputOf(cmd), call)
 	giveUp := time.Now().Add(linzGiveUp)
 	for fails := 0; ; fails++ {
 		if h.ctx.Err() != nil || time.Now().After(giveUp) {
@@ -434,6 +471,7 @@ func (h *linzHistory) do(ck *linzClerk, cmd kv.Command) {
 			if res.Dup {
 				h.dups.Add(1)
 			}
+			h.served[ck.id-1].Store(call)
 			return
 		}
 		var nle *raft.NotLeaderError
