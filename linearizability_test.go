@@ -39,8 +39,9 @@ import (
 )
 
 const (
-	// linzHistoriesDefault histories run by default (every scenario on 3
-	// and on 5 nodes); RAFT_LINZ_HISTORIES=N runs N.
+	// linzHistoriesDefault histories run by default (the crash, partition
+	// and unreliable scenarios, each on 3 and on 5 nodes);
+	// RAFT_LINZ_HISTORIES=N runs N, cycling through every scenario.
 	linzHistoriesDefault = 6
 	// linzFaultPhase is how long each history injects faults under load.
 	linzFaultPhase = 1500 * time.Millisecond
