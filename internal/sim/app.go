@@ -1,9 +1,11 @@
 package sim
 
 import (
-	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"strconv"
+
+	"github.com/raftkit/raft/internal/kv"
 )
 
 // App is the replicated application the simulated clients use: it makes
@@ -24,32 +26,39 @@ type Replica interface {
 	Apply(cmd []byte) (result string, err error)
 }
 
-// RegisterApp is a minimal application: each command writes a fresh value to
-// one of a few registers. It keeps no
-// client table, so it is only for runs that check the protocol's
-// invariants, not linearizability.
-type RegisterApp struct{}
+// KVApp is the default application: the key-value store of internal/kv,
+// with get, put and append on three keys. Each operation carries its client
+// and sequence number, so a retried one applies once, and the client-visible
+// history can be checked for linearizability (Op.Input is a kv.Command).
+type KVApp struct{}
+
+var kvKeys = [...]string{"x", "y", "z"}
 
 // NextOp implements App.
-func (RegisterApp) NextOp(rng *rand.Rand, client, seq uint64) ([]byte, any) {
-	cmd := make([]byte, 17)
-	cmd[0] = byte(rng.IntN(4))
-	binary.LittleEndian.PutUint64(cmd[1:], client)
-	binary.LittleEndian.PutUint64(cmd[9:], seq)
-	return cmd, nil
+func (KVApp) NextOp(rng *rand.Rand, client, seq uint64) ([]byte, any) {
+	c := kv.Command{
+		ClientID: client, Seq: seq,
+		Op:  kv.Op(1 + rng.IntN(3)),
+		Key: kvKeys[rng.IntN(len(kvKeys))],
+	}
+	if c.Op != kv.OpGet {
+		// Unique values make every write distinguishable in the history.
+		c.Value = strconv.FormatUint(client, 10) + "." + strconv.FormatUint(seq, 10) + ";"
+	}
+	return c.Encode(), c
 }
 
 // NewReplica implements App.
-func (RegisterApp) NewReplica() Replica { return &registers{} }
+func (KVApp) NewReplica() Replica { return kvReplica{kv.NewStore()} }
 
-type registers struct{ regs [4]uint64 }
+type kvReplica struct{ s *kv.Store }
 
-var errBadRegisterCmd = errors.New("sim: malformed register command")
-
-func (r *registers) Apply(cmd []byte) (string, error) {
-	if len(cmd) != 17 || cmd[0] >= 4 {
-		return "", errBadRegisterCmd
+func (r kvReplica) Apply(cmd []byte) (string, error) {
+	res, err := r.s.Apply(cmd)
+	if errors.Is(err, kv.ErrStale) {
+		// An older copy of a retried command committed after the client
+		// moved on: the store ignores it, and nobody waits for its result.
+		return "", nil
 	}
-	r.regs[cmd[0]] = binary.LittleEndian.Uint64(cmd[9:]) ^ binary.LittleEndian.Uint64(cmd[1:])<<40
-	return "", nil
+	return res.Value, err
 }

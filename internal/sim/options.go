@@ -29,8 +29,8 @@ type Options struct {
 	Duration time.Duration
 	// Clients is the number of concurrent clients. Zero means 3.
 	Clients int
-	// App is the replicated application. Nil means the register app of this
-	// package (see RegisterApp).
+	// App is the replicated application. Nil means KVApp, whose history can
+	// be checked for linearizability.
 	App App
 	// Faults sets which faults are injected and how often. The zero value
 	// means DefaultFaults().
@@ -132,7 +132,7 @@ func (o Options) withDefaults() Options {
 		o.Clients = 3
 	}
 	if o.App == nil {
-		o.App = RegisterApp{}
+		o.App = KVApp{}
 	}
 	if o.Faults == (Faults{}) {
 		o.Faults = DefaultFaults()

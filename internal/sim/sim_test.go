@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	_ "github.com/raftkit/raft" // registers the core with internal/simcore
+	"github.com/raftkit/raft/internal/kv"
+	"github.com/raftkit/raft/internal/kv/kvcheck"
 	"github.com/raftkit/raft/internal/sim"
 	"github.com/raftkit/raft/internal/simcore"
 )
@@ -71,6 +75,34 @@ func failure(r sim.Result) string {
 	return b.String()
 }
 
+// errNotLinearizable marks a run whose client history porcupine rejected.
+var errNotLinearizable = errors.New("history not linearizable")
+
+// checkLinearizable checks a run's kv history with porcupine; on failure
+// kvcheck writes the visualization and names the file.
+func checkLinearizable(r sim.Result) error {
+	ops := make([]porcupine.Operation, 0, len(r.History))
+	for _, op := range r.History {
+		cmd, ok := op.Input.(kv.Command)
+		if !ok {
+			return nil // not the kv app
+		}
+		ret := op.Return
+		if op.Unknown {
+			ret = kvcheck.Infinity
+		}
+		ops = append(ops, porcupine.Operation{
+			ClientId: int(op.Client), Input: kvcheck.InputOf(cmd),
+			Output: kvcheck.Output{Value: op.Output, Unknown: op.Unknown},
+			Call:   op.Call, Return: ret,
+		})
+	}
+	if ok, err := kvcheck.Check(ops, time.Minute); !ok {
+		return fmt.Errorf("%w: %v", errNotLinearizable, err)
+	}
+	return nil
+}
+
 // summary aggregates many runs.
 type summary struct {
 	mu                        sync.Mutex
@@ -81,6 +113,7 @@ type summary struct {
 	maxRecovery               time.Duration
 	maxRecoverySeed           uint64
 	ops, unknown, crashes, el int
+	checked                   int // histories porcupine checked
 }
 
 func (s *summary) add(r sim.Result) {
@@ -95,6 +128,9 @@ func (s *summary) add(r sim.Result) {
 	s.el += r.Stats.Elections
 	if r.Err != nil {
 		s.failed = append(s.failed, r)
+	}
+	if r.Err == nil || errors.Is(r.Err, errNotLinearizable) {
+		s.checked++
 	}
 	if r.Recovery > s.maxRecovery {
 		s.maxRecovery, s.maxRecoverySeed = r.Recovery, r.Seed
@@ -123,10 +159,14 @@ func runSeeds(t testing.TB, first uint64, n int, opts func(seed uint64) sim.Opti
 				if seed >= last {
 					return
 				}
-				r, err := sim.Run(opts(seed))
+				o := opts(seed)
+				r, err := sim.Run(o)
 				if err != nil {
 					t.Errorf("seed %d: %v", seed, err)
 					return
+				}
+				if r.Err == nil && o.Bugs == 0 {
+					r.Err = checkLinearizable(r)
 				}
 				s.add(r)
 			}
@@ -146,6 +186,9 @@ func TestSimSeeds(t *testing.T) {
 	if *flagSeed != 0 {
 		r, err := sim.Run(defaultOptions(*flagSeed))
 		require.NoError(t, err)
+		if r.Err == nil {
+			r.Err = checkLinearizable(r)
+		}
 		t.Logf("seed %d: steps %d, virtual %v, recovery %v, fingerprint %x, stats %+v",
 			r.Seed, r.Steps, r.VirtualTime, r.Recovery, r.Fingerprint, r.Stats)
 		if r.Err != nil {
@@ -178,11 +221,21 @@ func TestSimSeeds(t *testing.T) {
 	}
 }
 
+func countLinFailures(s *summary) int {
+	n := 0
+	for _, r := range s.failed {
+		if errors.Is(r.Err, errNotLinearizable) {
+			n++
+		}
+	}
+	return n
+}
+
 func report(t testing.TB, s *summary, wall time.Duration) {
 	t.Logf("%d seeds (%d nodes, %v of faults each): %d failed; %.1f seeds/s, virtual/wall %.0fx, %d events; "+
-		"%d ops acknowledged, %d unknown; %d crashes; %d leader terms; slowest recovery after faults stopped %v (seed %d)",
+		"%d ops acknowledged, %d unknown, %d histories linearizable (porcupine); %d crashes; %d leader terms; slowest recovery after faults stopped %v (seed %d)",
 		s.runs, *flagNodes, *flagDur, len(s.failed), float64(s.runs)/wall.Seconds(), s.virtual.Seconds()/wall.Seconds(),
-		s.steps, s.ops, s.unknown, s.crashes, s.el, s.maxRecovery, s.maxRecoverySeed)
+		s.steps, s.ops, s.unknown, s.checked-countLinFailures(s), s.crashes, s.el, s.maxRecovery, s.maxRecoverySeed)
 }
 
 // TestSimDeterministic: one seed is one run, event for event.
