@@ -83,7 +83,10 @@
 //     have been synced.
 //
 // Open checks everything before it writes anything, so an error leaves the
-// directory as it was. Lengths are checked against MaxRecordSize and the
+// directory as it was. Before it returns, it fsyncs the last segment and
+// the directory, so that everything it returns is durable even if the
+// previous process died with writes that no Sync covered (the caller will
+// treat what Open returns as persisted). Lengths are checked against MaxRecordSize and the
 // bytes present before anything is allocated.
 //
 // Limits: a deleted last segment, or a segment deleted at the front other

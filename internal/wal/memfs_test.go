@@ -493,6 +493,16 @@ func (ino *inode) apply(op fileOp, n int) {
 	}
 }
 
+// restart models the process dying and starting again on the same
+// machine: nothing is lost (unsynced writes stay in the page cache, still
+// unsynced), the dead process's locks are released and faults are off.
+func (m *memFS) restart() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.crashAt, m.crashed, m.fault = 0, false, nil
+	m.locks = map[string]bool{}
+}
+
 // files returns a copy of the current content of every file in dir.
 func (m *memFS) files(dir string) map[string][]byte {
 	m.mu.Lock()

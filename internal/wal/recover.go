@@ -232,15 +232,23 @@ func (w *WAL) recover() (State, error) {
 		if err := f.Truncate(tornAt); err != nil {
 			return State{}, fmt.Errorf("wal: cut torn tail of %s at offset %d: %w", path, tornAt, err)
 		}
-		if err := f.Sync(); err != nil {
-			return State{}, fmt.Errorf("wal: cut torn tail of %s at offset %d: fsync: %w", path, tornAt, err)
-		}
 		w.logger.Warn("wal: cut a torn or damaged record at the end of the log",
 			"file", path, "offset", tornAt, "bytes", lastSize-tornAt, "reason", tornReason)
 		lastSize = tornAt
 	}
+	// What Open returns must be durable, as the caller will act on it: the
+	// last segment may hold writes that reached the file but no fsync
+	// before a process crash, and its directory entry may not be durable
+	// if the process died between creating it and fsyncing the directory.
+	// (Earlier segments were fsynced before the next one was created.)
+	if err := f.Sync(); err != nil {
+		return State{}, fmt.Errorf("wal: fsync %s: %w", path, err)
+	}
 	if err := w.removeTmps(tmps); err != nil {
 		return State{}, err
+	}
+	if err := w.fs.SyncDir(w.dir); err != nil {
+		return State{}, fmt.Errorf("wal: fsync directory %s: %w", w.dir, err)
 	}
 	w.path, w.seq, w.fileSize = path, s.seq, lastSize
 	w.activeMax, w.closed = maxIndex, closed
@@ -271,6 +279,7 @@ func (w *WAL) create(tmps []string) (State, error) {
 }
 
 // removeTmps removes the temporary files of interrupted segment creations.
+// The removals are durable once the directory is fsynced.
 func (w *WAL) removeTmps(tmps []string) error {
 	if len(tmps) == 0 {
 		return nil
@@ -280,8 +289,5 @@ func (w *WAL) removeTmps(tmps []string) error {
 			return fmt.Errorf("wal: remove leftover %s: %w", name, err)
 		}
 	}
-	if err := w.fs.SyncDir(w.dir); err != nil {
-		return fmt.Errorf("wal: fsync directory %s: %w", w.dir, err)
-	}
-	return nil
+	return nil // the caller fsyncs the directory
 }

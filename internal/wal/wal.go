@@ -190,8 +190,11 @@ func segmentName(seq, first uint64) string {
 
 // Open opens the WAL in dir, creating the directory and an empty WAL if
 // there is none, and returns it with the state it recovered (see the
-// package documentation for the recovery rules). It holds an exclusive lock
-// on the directory until Close: a second Open fails with ErrLocked.
+// package documentation for the recovery rules). Everything in the
+// returned State is durable: Open fsyncs the last segment and the
+// directory, in case a crashed process left writes that no Sync covered.
+// It holds an exclusive lock on the directory until Close: a second Open
+// fails with ErrLocked.
 //
 // Errors: ErrMismatch if the directory belongs to another node or cluster,
 // ErrCorrupt (a *CorruptError) if the content is damaged beyond a torn
