@@ -6,18 +6,18 @@ import (
 	"hash/crc32"
 )
 
+// MaxRecordSize is the largest record body, in bytes, that the WAL writes
+// or accepts when reading. Append splits large batches into several
+// records, so it limits only the size of one entry: an entry whose Data is
+// longer than MaxRecordSize-25 bytes is refused. A length prefix above it,
+// or beyond the end of the file, is treated as damage before anything is
+// allocated.
+const MaxRecordSize = 64 << 20
+
 // Record layout; see doc.go.
 const (
 	headerSize  = 16 // length u32, type u8, 3 zero bytes, body CRC u32, header CRC u32
 	recordAlign = 8  // every record starts at a multiple of 8 in its segment
-
-	// MaxRecordSize is the largest record body, in bytes, that the WAL
-	// writes or accepts when reading. Append splits large batches into
-	// several records, so it limits only the size of one entry: an entry
-	// whose Data is longer than MaxRecordSize-entriesHeaderSize-entryHeaderSize
-	// (MaxRecordSize-25) is refused. A length prefix above it, or beyond the
-	// end of the file, is treated as damage before anything is allocated.
-	MaxRecordSize = 64 << 20
 
 	entriesHeaderSize = 12 // first index u64, count u32
 	entryHeaderSize   = 13 // term u64, type u8, data length u32

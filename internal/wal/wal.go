@@ -12,10 +12,10 @@ import (
 
 // Entry is one entry of the replicated log, as the WAL stores it.
 type Entry struct {
-	Index uint64
-	Term  uint64
-	Type  uint8
-	Data  []byte
+	Index uint64 // position in the log, from 1
+	Term  uint64 // term of the leader that created it
+	Type  uint8  // the caller's entry type, stored as is
+	Data  []byte // the command, possibly empty
 }
 
 // HardState is the state Raft must make durable besides the log: the
@@ -198,8 +198,9 @@ func segmentName(seq, first uint64) string {
 //
 // Errors: ErrMismatch if the directory belongs to another node or cluster,
 // ErrCorrupt (a *CorruptError) if the content is damaged beyond a torn
-// tail, ErrLocked, or the file system's error. On error nothing has been
-// written to an existing WAL.
+// tail, ErrLocked, or the file system's error. Open validates the whole
+// directory before it writes anything (a torn-tail cut, the removal of
+// leftovers), so ErrMismatch and ErrCorrupt leave the directory untouched.
 func Open(dir string, opts Options) (*WAL, State, error) {
 	if err := opts.validate(); err != nil {
 		return nil, State{}, err
@@ -406,7 +407,8 @@ func (w *WAL) sync() error {
 // below index, never the active segment, so that a later Open recovers the
 // log from a later FirstIndex (but possibly still below index: segments are
 // deleted whole). The caller must no longer need the entries below index,
-// typically because a snapshot covers them. Each deletion is made durable
+// typically because a snapshot covers them. A segment counts every entry
+// written to it, even one a later TruncateFrom removed. Each deletion is made durable
 // (directory fsync) before the next, so a crash leaves a suffix of the
 // segments.
 func (w *WAL) ReleaseBefore(index uint64) error {
