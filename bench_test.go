@@ -3,8 +3,8 @@ package raft_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,10 +31,17 @@ func BenchmarkPropose(b *testing.B) {
 }
 
 func benchPropose(b *testing.B, nodes, size, proposers int) {
-	bc := newBenchCluster(b, nodes)
+	bc := newBenchCluster(b, nodes, memoryPersister)
 	defer bc.stop()
 	leader := bc.waitLeader(b)
+	reportLatency(b, runProposers(b, leader, size, proposers))
+}
 
+// runProposers has proposers goroutines call ProposeWait on leader with
+// size-byte commands until b.N proposals are taken, timing only that. It
+// fails b if any proposal fails, and returns every latency, sorted, and the
+// elapsed time.
+func runProposers(b *testing.B, leader *raft.Node, size, proposers int) proposeRun {
 	cmd := make([]byte, size)
 	lat := make([][]time.Duration, proposers)
 	var next atomic.Int64
@@ -71,38 +78,69 @@ func benchPropose(b *testing.B, nodes, size, proposers int) {
 		b.Fatalf("%d proposals failed (leader change during the benchmark?)", f)
 	}
 	all := slices.Concat(lat...)
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "props/s")
-	if len(all) > 0 {
-		b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
-		b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+	slices.Sort(all)
+	return proposeRun{n: b.N, elapsed: elapsed, lat: all}
+}
+
+// proposeRun is the outcome of runProposers: n proposals in elapsed, and
+// each one's latency in increasing order.
+type proposeRun struct {
+	n       int
+	elapsed time.Duration
+	lat     []time.Duration
+}
+
+// p50 returns the median latency, or 0 if there is none.
+func (r proposeRun) p50() time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	return r.lat[len(r.lat)/2]
+}
+
+// reportLatency reports proposals/s and the p50 and p99 latency.
+func reportLatency(b *testing.B, r proposeRun) {
+	b.ReportMetric(float64(r.n)/r.elapsed.Seconds(), "props/s")
+	if len(r.lat) > 0 {
+		b.ReportMetric(float64(r.lat[len(r.lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(r.lat[len(r.lat)*99/100].Microseconds()), "p99-µs")
 	}
 }
 
 // benchCluster is a lean cluster for benchmarks: no agreement checker in the
 // apply path, which the scenario tests cover.
 type benchCluster struct {
-	net   *rafttest.Network
-	nodes []*raft.Node
-	wg    sync.WaitGroup
+	b          *testing.B
+	net        *rafttest.Network
+	nodes      []*raft.Node
+	persisters []raft.Persister
+	wg         sync.WaitGroup
 }
 
-func newBenchCluster(b *testing.B, n int) *benchCluster {
-	bc := &benchCluster{net: rafttest.NewNetwork(1)}
+// memoryPersister is the persister factory of the in-memory benchmarks.
+func memoryPersister(raft.NodeID) raft.Persister { return raft.NewMemoryPersister() }
+
+// newBenchCluster starts n nodes, each with the Persister that persister
+// returns for its ID. stop closes those that are io.Closers.
+func newBenchCluster(b *testing.B, n int, persister func(raft.NodeID) raft.Persister) *benchCluster {
+	bc := &benchCluster{b: b, net: rafttest.NewNetwork(1)}
 	var peers []raft.NodeID
 	for i := 1; i <= n; i++ {
 		peers = append(peers, raft.NodeID(i))
 	}
 	for _, id := range peers {
+		p := persister(id)
+		bc.persisters = append(bc.persisters, p)
 		node, err := raft.NewNode(raft.Config{
 			ID: id, Peers: peers,
-			Transport: bc.net.Endpoint(id), Persister: raft.NewMemoryPersister(),
+			Transport: bc.net.Endpoint(id), Persister: p,
 			// Node 1 times out first, so it leads and the others stay put.
 			ElectionTimeout:   time.Duration(1+int(id)*4) * 100 * time.Millisecond,
 			HeartbeatInterval: 100 * time.Millisecond,
 			Seed:              uint64(id),
 		})
 		if err != nil {
+			bc.stop()
 			b.Fatal(err)
 		}
 		bc.nodes = append(bc.nodes, node)
@@ -133,10 +171,18 @@ func (bc *benchCluster) waitLeader(b *testing.B) *raft.Node {
 	return nil
 }
 
+// stop stops the nodes, then closes their persisters.
 func (bc *benchCluster) stop() {
 	for _, n := range bc.nodes {
 		n.Stop()
 	}
 	bc.wg.Wait()
 	bc.net.Close()
+	for _, p := range bc.persisters {
+		if c, ok := p.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				bc.b.Error(err)
+			}
+		}
+	}
 }
