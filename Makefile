@@ -14,6 +14,11 @@ vet:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
+# Raw fsync, then the cluster on FilePersisters, in one run on one disk: RAFT_BENCH_DIR (default $TMPDIR or /tmp).
+.PHONY: bench-disk
+bench-disk:
+	$(GO) test -run='^$$' -bench='^BenchmarkDisk$$' -benchmem -benchtime=3s -count=3 -timeout=30m .
+
 # The cluster tests, many times over, to shake out flakes.
 COUNT ?= 20
 soak:
