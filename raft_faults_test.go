@@ -182,23 +182,28 @@ func faultPeer(id raft.NodeID, k, n int) raft.NodeID {
 // logs; a later leader must never commit an earlier term's entry by
 // counting replicas (paper §5.4.2, Figure 8; pitfall 1). The checker sees
 // every apply; at the end all five nodes agree on a new command.
-func TestFigure8(t *testing.T) { faultFigure8(t, 8, false) }
+func TestFigure8(t *testing.T) { faultFigure8(t, rafttest.Options{}, 8, false, 10*time.Second) }
 
 // TestFigure8Unreliable is 6.824's TestFigure8Unreliable2C: the Figure 8
 // scenario with leaders cut off (half the time) instead of crashed, on a
 // network that loses, delays and reorders messages.
-func TestFigure8Unreliable(t *testing.T) { faultFigure8(t, 88, true) }
+func TestFigure8Unreliable(t *testing.T) {
+	faultFigure8(t, rafttest.Options{}, 88, true, 10*time.Second)
+}
 
-func faultFigure8(t *testing.T, defSeed uint64, unreliable bool) {
+// faultFigure8 runs the Figure 8 scenario for about d on a cluster made
+// with opts (which chooses the persister); it sets Seed.
+func faultFigure8(t *testing.T, opts rafttest.Options, defSeed uint64, unreliable bool, d time.Duration) {
 	seed := faultSeed(t, defSeed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	c := rafttest.NewCluster(t, 5, rafttest.Options{Seed: seed})
+	opts.Seed = seed
+	c := rafttest.NewCluster(t, 5, opts)
 	c.Net.SetUnreliable(unreliable)
 	c.One([]byte("f8-first"), 1, true)
 
 	down := map[raft.NodeID]bool{} // crashed, or cut off when unreliable
 	faults := 0
-	for start, iter := time.Now(), 0; time.Since(start) < 10*time.Second; iter++ {
+	for start, iter := time.Now(), 0; time.Since(start) < d; iter++ {
 		leader := faultProposeAll(c, fmt.Appendf(nil, "f8-%d", iter))
 		if rng.IntN(1000) < 100 {
 			faultSleep(rng, int(rafttest.ElectionTimeout/time.Millisecond)/2)
@@ -285,18 +290,21 @@ func TestUnreliableAgree(t *testing.T) {
 	}
 }
 
-func TestReliableChurn(t *testing.T)   { faultChurn(t, 21, false) }
-func TestUnreliableChurn(t *testing.T) { faultChurn(t, 22, true) }
+func TestReliableChurn(t *testing.T)   { faultChurn(t, rafttest.Options{}, 21, false) }
+func TestUnreliableChurn(t *testing.T) { faultChurn(t, rafttest.Options{}, 22, true) }
 
 // faultChurn is 6.824's internalChurn: three clients propose on every node
 // while nodes crash, restart, disconnect and reconnect at random; then the
 // network heals and everything restarts. Every command a client saw
-// committed must be on all five nodes at the index where it was seen.
-func faultChurn(t *testing.T, defSeed uint64, unreliable bool) {
+// committed must be on all five nodes at the index where it was seen. The
+// cluster is made with opts (which chooses the persister); it sets Seed and
+// OnApply.
+func faultChurn(t *testing.T, opts rafttest.Options, defSeed uint64, unreliable bool) {
 	seed := faultSeed(t, defSeed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	tr := newFaultTracker()
-	c := rafttest.NewCluster(t, 5, rafttest.Options{Seed: seed, OnApply: tr.onApply})
+	opts.Seed, opts.OnApply = seed, tr.onApply
+	c := rafttest.NewCluster(t, 5, opts)
 	c.Net.SetUnreliable(unreliable)
 
 	type committed struct {

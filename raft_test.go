@@ -156,8 +156,12 @@ func TestBasicAgree(t *testing.T) {
 	}
 }
 
-func TestFailAgree(t *testing.T) {
-	c := rafttest.NewCluster(t, 3, rafttest.Options{})
+func TestFailAgree(t *testing.T) { testFailAgree(t, rafttest.Options{}) }
+
+// testFailAgree is TestFailAgree on a cluster made with opts (which
+// chooses the persister).
+func testFailAgree(t *testing.T, opts rafttest.Options) {
+	c := rafttest.NewCluster(t, 3, opts)
 	c.One([]byte("fail-agree-101"), 3, false)
 
 	// A follower disconnects; the other two still agree.
@@ -310,9 +314,13 @@ func concurrentStarts(t *testing.T, c *rafttest.Cluster, n, attempt int) bool {
 	return true
 }
 
-func TestRejoin(t *testing.T) {
+func TestRejoin(t *testing.T) { testRejoin(t, rafttest.Options{}) }
+
+// testRejoin is TestRejoin on a cluster made with opts; it sets OnApply.
+func testRejoin(t *testing.T, opts rafttest.Options) {
 	tr := newApplyTracker()
-	c := rafttest.NewCluster(t, 3, rafttest.Options{OnApply: tr.onApply})
+	opts.OnApply = tr.onApply
+	c := rafttest.NewCluster(t, 3, opts)
 	c.One([]byte("rejoin-101"), 3, true)
 
 	// The leader is partitioned away and accepts proposals that cannot
@@ -352,8 +360,11 @@ func TestRejoin(t *testing.T) {
 
 // TestPersist1 crashes and restarts all nodes, then the leader, then a
 // follower; after each, agreement resumes and the restarted nodes replay.
-func TestPersist1(t *testing.T) {
-	c := rafttest.NewCluster(t, 3, rafttest.Options{})
+func TestPersist1(t *testing.T) { testPersist1(t, rafttest.Options{}) }
+
+// testPersist1 is TestPersist1 on a cluster made with opts.
+func testPersist1(t *testing.T, opts rafttest.Options) {
+	c := rafttest.NewCluster(t, 3, opts)
 	i11 := c.One([]byte("persist1-11"), 3, true)
 
 	// All nodes down at once, then back.
@@ -391,9 +402,12 @@ func TestPersist1(t *testing.T) {
 // TestPersist2 crashes a minority, then the majority that committed without
 // it, and restarts the minority first: it cannot elect a leader until a node
 // holding the latest committed entry is back, and that entry survives.
-func TestPersist2(t *testing.T) {
+func TestPersist2(t *testing.T) { testPersist2(t, rafttest.Options{}) }
+
+// testPersist2 is TestPersist2 on a cluster made with opts.
+func testPersist2(t *testing.T, opts rafttest.Options) {
 	const servers = 5
-	c := rafttest.NewCluster(t, servers, rafttest.Options{})
+	c := rafttest.NewCluster(t, servers, opts)
 	for iter := range 3 {
 		c.One(fmt.Appendf(nil, "persist2-%d-all", iter), servers, true)
 		l := c.Leader()
@@ -426,8 +440,11 @@ func TestPersist2(t *testing.T) {
 // TestPersist3 restarts a leader that committed with one follower while the
 // other follower was partitioned away; the restarted leader must still hold
 // that entry.
-func TestPersist3(t *testing.T) {
-	c := rafttest.NewCluster(t, 3, rafttest.Options{})
+func TestPersist3(t *testing.T) { testPersist3(t, rafttest.Options{}) }
+
+// testPersist3 is TestPersist3 on a cluster made with opts.
+func testPersist3(t *testing.T, opts rafttest.Options) {
+	c := rafttest.NewCluster(t, 3, opts)
 	c.One([]byte("persist3-101"), 3, true)
 	leader := c.Leader()
 	c.Disconnect(peer(leader, 2, 3))
@@ -449,8 +466,15 @@ func TestPersist3(t *testing.T) {
 // crash was durable, so it is applied again, at the same index, after the
 // restart.
 func TestPersistOneNodeKeepsAcknowledged(t *testing.T) {
+	testPersistOneNodeKeepsAcknowledged(t, rafttest.Options{})
+}
+
+// testPersistOneNodeKeepsAcknowledged is TestPersistOneNodeKeepsAcknowledged
+// on a cluster made with opts; it sets OnApply.
+func testPersistOneNodeKeepsAcknowledged(t *testing.T, opts rafttest.Options) {
 	tr := newApplyTracker()
-	c := rafttest.NewCluster(t, 1, rafttest.Options{OnApply: tr.onApply})
+	opts.OnApply = tr.onApply
+	c := rafttest.NewCluster(t, 1, opts)
 	const id = raft.NodeID(1)
 	for round := range 5 {
 		c.Leader()
