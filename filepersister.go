@@ -53,8 +53,8 @@ type FilePersister struct {
 
 	mu     sync.Mutex
 	w      *wal.WAL
-	state  wal.State // recovered by the last open
-	dirty  bool      // written since the last open
+	state  wal.State // recovered by the last open, until Load hands it out
+	stale  bool      // state was handed out or written since: Load must reopen
 	closed bool
 	buf    []wal.Entry // reused by Append
 }
@@ -95,7 +95,7 @@ func (p *FilePersister) open() error {
 		w.Close()
 		return fmt.Errorf("raft: %w: log in %s starts at index %d, and this version cannot start from a snapshot", ErrCorrupt, p.dir, st.FirstIndex)
 	}
-	p.w, p.state, p.dirty = w, st, false
+	p.w, p.state, p.stale = w, st, false
 	return nil
 }
 
@@ -108,15 +108,23 @@ func (p *FilePersister) Load() (PersistentState, error) {
 	if p.closed {
 		return PersistentState{}, errFileClosed
 	}
-	if p.dirty {
-		if err := p.w.Close(); err != nil {
+	if p.stale {
+		// Reopen, as a restarted process would. The directory is unlocked
+		// between the two: another opener could take it, and this Load
+		// then fails with ErrLocked.
+		err := p.w.Close()
+		if err == nil {
+			err = p.open()
+		}
+		if err != nil {
+			p.closed = true
 			return PersistentState{}, fmt.Errorf("raft: reopen storage %s: %w", p.dir, err)
 		}
-		if err := p.open(); err != nil {
-			p.closed = true
-			return PersistentState{}, err
-		}
 	}
+	// Hand the recovered state out and keep nothing of it: the Node holds
+	// the log, and a second copy would double the memory of a large one.
+	p.stale = true
+	defer func() { p.state = wal.State{} }()
 	hs := p.state.HardState
 	out := PersistentState{
 		HardState: HardState{Term: hs.Term, Vote: NodeID(hs.Vote), Commit: hs.Commit},
@@ -137,7 +145,7 @@ func (p *FilePersister) Append(entries []Entry) error {
 	if p.closed {
 		return errFileClosed
 	}
-	p.dirty = true
+	p.stale = true
 	p.buf = p.buf[:0]
 	for i := range entries {
 		e := &entries[i]
@@ -155,7 +163,7 @@ func (p *FilePersister) TruncateFrom(index uint64) error {
 	if p.closed {
 		return errFileClosed
 	}
-	p.dirty = true
+	p.stale = true
 	return p.w.TruncateFrom(index)
 }
 
@@ -166,7 +174,7 @@ func (p *FilePersister) SetHardState(hs HardState) error {
 	if p.closed {
 		return errFileClosed
 	}
-	p.dirty = true
+	p.stale = true
 	return p.w.SetHardState(wal.HardState{Term: hs.Term, Vote: uint64(hs.Vote), Commit: hs.Commit})
 }
 
