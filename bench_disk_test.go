@@ -73,14 +73,7 @@ func benchFsync(b *testing.B, size int) {
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
-		t0 := time.Now()
-		if _, err := f.Write(data); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(t0))
+		lat = append(lat, writeSync(b, f, data))
 	}
 	b.StopTimer()
 	slices.Sort(lat)
@@ -90,6 +83,18 @@ func benchFsync(b *testing.B, size int) {
 	if size == 4<<10 && len(lat) >= minFsyncSamples {
 		fsyncP50 = p50
 	}
+}
+
+// writeSync appends data to f and fsyncs it, returning how long both took.
+func writeSync(b *testing.B, f *os.File, data []byte) time.Duration {
+	t0 := time.Now()
+	if _, err := f.Write(data); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(t0)
 }
 
 // fsyncReference returns fsyncP50, measuring it first (500 appends of 4 KiB,
@@ -106,14 +111,7 @@ func fsyncReference(b *testing.B) time.Duration {
 	data := make([]byte, 4<<10)
 	lat := make([]time.Duration, 0, 500)
 	for range cap(lat) {
-		t0 := time.Now()
-		if _, err := f.Write(data); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(t0))
+		lat = append(lat, writeSync(b, f, data))
 	}
 	slices.Sort(lat)
 	fsyncP50 = lat[len(lat)/2]
