@@ -2,6 +2,7 @@ package sim
 
 import (
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/raftkit/raft/internal/simcore"
@@ -67,7 +68,7 @@ func (c *client) act(attempt uint32) {
 		c.op = &clientOp{cmd: cmd, hash: hashBytes(cmd), input: input, call: w.now}
 		c.try()
 	case c.waiting:
-		w.trace.add(w.now, "client-timeout", c.id, "seq "+itoa(int(c.seq)))
+		w.trace.add(w.now, "client-timeout", c.id, "seq "+strconv.Itoa(int(c.seq)))
 		c.waiting = false
 		c.target = w.rng.IntN(len(w.nodes))
 		c.after(int64(clientRetry))
@@ -94,7 +95,7 @@ func (c *client) try() {
 		c.after(int64(clientRetry))
 		return
 	}
-	w.trace.add(w.now, "propose", n.id, "client "+itoa(int(c.id))+" seq "+itoa(int(c.seq))+" at "+itoa(int(index)))
+	w.trace.add(w.now, "propose", n.id, "client "+strconv.Itoa(int(c.id))+" seq "+strconv.Itoa(int(c.seq))+" at "+strconv.Itoa(int(index)))
 	w.inv.noteProposed(c.op.hash)
 	c.waiting, c.node, c.inc, c.index, c.term = true, n, n.inc, index, term
 	c.after(int64(clientTimeout))

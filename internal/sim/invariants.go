@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/raftkit/raft/internal/simcore"
@@ -140,7 +141,7 @@ func (v *invariants) checkNode(n *node) {
 			for _, p := range w.peers {
 				n.heard[p] = st.Ticks
 			}
-			w.trace.add(w.now, "leader", n.id, "term "+itoa(int(st.Term)))
+			w.trace.add(w.now, "leader", n.id, "term "+strconv.Itoa(int(st.Term)))
 		}
 		if !w.opts.DisableCheckQuorum {
 			recent := 1

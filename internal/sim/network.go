@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/raftkit/raft/internal/simcore"
@@ -160,7 +161,7 @@ func (w *world) faultStep() {
 		a, b := w.pickNode().idx, w.choose(nn)
 		if a != b {
 			w.net.cut[a][b] = true
-			w.trace.add(w.now, "one-way", uint64(a+1), "cannot send to "+itoa(b+1))
+			w.trace.add(w.now, "one-way", uint64(a+1), "cannot send to "+strconv.Itoa(b+1))
 		}
 	case 3: // a bridge: two halves that cannot talk, one node talking to both
 		bridge := w.choose(nn)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/raftkit/raft/internal/simcore"
@@ -46,7 +47,7 @@ func (n *node) start() error {
 		PreVote: !o.DisablePreVote, CheckQuorum: !o.DisableCheckQuorum,
 		Seed: o.Seed ^ uint64(n.inc)<<32, Bugs: o.Bugs,
 		MaxMsgBytes: n.w.maxMsgBytes, MaxInflightMsgs: n.w.maxInflight,
-	}, n.disk.durableState())
+	}, n.disk.durable)
 	if err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func (n *node) crash() {
 	n.queue = nil
 	kept := n.disk.crash(w.rng)
 	w.stats.Crashes++
-	w.trace.add(w.now, "crash", n.id, "kept "+itoa(kept)+" unsynced writes")
+	w.trace.add(w.now, "crash", n.id, "kept "+strconv.Itoa(kept)+" unsynced writes")
 	for _, c := range w.clients {
 		c.nodeCrashed(n)
 	}
@@ -90,7 +91,7 @@ func (n *node) restart() {
 		return
 	}
 	w.stats.Restarts++
-	w.trace.add(w.now, "restart", n.id, "term "+itoa(int(n.core.Status().Term)))
+	w.trace.add(w.now, "restart", n.id, "term "+strconv.Itoa(int(n.core.Status().Term)))
 	w.schedule(event{at: w.now + w.rng.Int64N(n.tickEvery), kind: evTick, node: n.idx, inc: n.inc})
 }
 
@@ -144,7 +145,7 @@ func (n *node) diskDone(b *simcore.Batch) {
 	w := n.w
 	n.disk.complete(b, n.queue[1:])
 	n.queue = n.queue[1:]
-	w.trace.add(w.now, "durable", n.id, "batch "+itoa(int(b.Num)))
+	w.trace.add(w.now, "durable", n.id, "batch "+strconv.Itoa(int(b.Num)))
 	for _, m := range b.AfterDurable {
 		w.send(m)
 	}
@@ -186,8 +187,6 @@ type diskWrite struct {
 	entry        *simcore.Entry
 	hs           *simcore.HardState
 }
-
-func (d *disk) durableState() simcore.DiskState { return d.durable }
 
 // start records that a batch's writes have been issued.
 func (d *disk) start(b *simcore.Batch) {
@@ -258,26 +257,4 @@ func (d *disk) term(i uint64) uint64 {
 		return 0
 	}
 	return d.durable.Entries[i-1].Term
-}
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b [20]byte
-	p := len(b)
-	neg := i < 0
-	if neg {
-		i = -i
-	}
-	for i > 0 {
-		p--
-		b[p] = byte('0' + i%10)
-		i /= 10
-	}
-	if neg {
-		p--
-		b[p] = '-'
-	}
-	return string(b[p:])
 }

@@ -324,7 +324,6 @@ func (w *world) result() Result {
 		c.giveUp()
 	}
 	r.History = w.history
-	r.Stats.OpsDone = 0
 	for _, op := range w.history {
 		if op.Unknown {
 			r.Stats.OpsUnknown++
