@@ -40,7 +40,7 @@ func BenchmarkDisk(b *testing.B) {
 	for _, size := range []int{4 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("fsync/bytes=%d", size), func(b *testing.B) { benchFsync(b, size) })
 	}
-	for _, proposers := range []int{1, 16, 256} {
+	for _, proposers := range []int{1, 16, 256, 1024} {
 		name := fmt.Sprintf("propose/nodes=3/bytes=128/proposers=%d", proposers)
 		b.Run(name, func(b *testing.B) { benchProposeDisk(b, 3, 128, proposers) })
 	}

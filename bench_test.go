@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,7 @@ import (
 func BenchmarkPropose(b *testing.B) {
 	for _, nodes := range []int{3} {
 		for _, size := range []int{128} {
-			for _, proposers := range []int{1, 16, 256} {
+			for _, proposers := range []int{1, 16, 256, 1024} {
 				name := fmt.Sprintf("nodes=%d/bytes=%d/proposers=%d", nodes, size, proposers)
 				b.Run(name, func(b *testing.B) { benchPropose(b, nodes, size, proposers) })
 			}
@@ -53,6 +54,7 @@ func runProposers(b *testing.B, leader *raft.Node, size, proposers int) proposeR
 	defer cancel()
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0, cpuOK := processCPU()
 	start := time.Now()
 	for p := range proposers {
 		wg.Add(1)
@@ -73,13 +75,18 @@ func runProposers(b *testing.B, leader *raft.Node, size, proposers int) proposeR
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu1, _ := processCPU()
 	b.StopTimer()
 	if f := failed.Load(); f > 0 {
 		b.Fatalf("%d proposals failed (leader change during the benchmark?)", f)
 	}
 	all := slices.Concat(lat...)
 	slices.Sort(all)
-	return proposeRun{n: b.N, elapsed: elapsed, lat: all}
+	r := proposeRun{n: b.N, elapsed: elapsed, lat: all}
+	if cpuOK {
+		r.cpu = cpu1 - cpu0
+	}
+	return r
 }
 
 // proposeRun is the outcome of runProposers: n proposals in elapsed, and
@@ -88,6 +95,7 @@ type proposeRun struct {
 	n       int
 	elapsed time.Duration
 	lat     []time.Duration
+	cpu     time.Duration // CPU time the whole process used meanwhile; 0 if unknown
 }
 
 // p50 returns the median latency, or 0 if there is none.
@@ -98,9 +106,15 @@ func (r proposeRun) p50() time.Duration {
 	return r.lat[len(r.lat)/2]
 }
 
-// reportLatency reports proposals/s and the p50 and p99 latency.
+// reportLatency reports proposals/s, the p50 and p99 latency, and cpu%: the
+// CPU time the process used over the time the GOMAXPROCS processors offered
+// (100 means every processor was busy all along, so the run was limited by
+// CPU; well below it, by something else: the disk, or latency).
 func reportLatency(b *testing.B, r proposeRun) {
 	b.ReportMetric(float64(r.n)/r.elapsed.Seconds(), "props/s")
+	if r.cpu > 0 {
+		b.ReportMetric(100*r.cpu.Seconds()/(r.elapsed.Seconds()*float64(runtime.GOMAXPROCS(0))), "cpu%")
+	}
 	if len(r.lat) > 0 {
 		b.ReportMetric(float64(r.lat[len(r.lat)/2].Microseconds()), "p50-µs")
 		b.ReportMetric(float64(r.lat[len(r.lat)*99/100].Microseconds()), "p99-µs")

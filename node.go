@@ -16,7 +16,10 @@ import (
 //   - persistLoop: writes one batch at a time and syncs it, then sends the
 //     messages that waited for it and reports it durable. While it writes,
 //     the core accumulates the next batch, so concurrent work is
-//     group-committed with one Sync.
+//     group-committed with one Sync. The run loop cuts that batch only once
+//     the persist loop is idle again, never earlier: a batch cut while the
+//     previous Sync was running would hold only what arrived before the cut,
+//     and everything after it would wait a whole extra Sync.
 //   - applyLoop: delivers committed commands on ApplyCh, the sole sender on
 //     and closer of that channel.
 //
@@ -47,18 +50,21 @@ func (n *Node) run(recvc <-chan Message) {
 	ticker := time.NewTicker(n.tickInterval())
 	defer ticker.Stop()
 	var (
-		pendingPersist *persistBatch
-		pendingApply   applyBatch
-		haveApply      bool
-		failed         error
+		persistBusy  bool // a batch is with the persist loop
+		pendingApply applyBatch
+		haveApply    bool
+		failed       error
 	)
 	for {
 		if failed == nil {
 			for _, m := range c.takeMessages() {
 				n.cfg.Transport.Send(m)
 			}
-			if pendingPersist == nil && c.hasPersistWork() {
-				pendingPersist = c.readyToPersist()
+			if !persistBusy && c.hasPersistWork() {
+				// Never blocks: persistc has room for one batch, and the
+				// persist loop took the last one before reporting it.
+				n.persistc <- c.readyToPersist()
+				persistBusy = true
 			}
 			if from := c.takeReplaced(); from != 0 && len(n.waiters) > 0 {
 				n.dropReplacedWaiters(from)
@@ -71,13 +77,9 @@ func (n *Node) run(recvc <-chan Message) {
 		}
 
 		var (
-			persistc chan *persistBatch
-			applyq   chan applyBatch
-			propc    = n.propc
+			applyq chan applyBatch
+			propc  = n.propc
 		)
-		if pendingPersist != nil {
-			persistc = n.persistc
-		}
 		if haveApply {
 			applyq = n.applyq
 		}
@@ -109,9 +111,8 @@ func (n *Node) run(recvc <-chan Message) {
 				continue
 			}
 			n.handleProposals(p)
-		case persistc <- pendingPersist:
-			pendingPersist = nil
 		case r := <-n.durablec:
+			persistBusy = false
 			if r.err != nil {
 				failed = fmt.Errorf("%w: %w", ErrPersist, r.err)
 				n.fail(failed)

@@ -202,7 +202,7 @@ func NewNode(cfg Config) (*Node, error) {
 		core:     c,
 		waiters:  map[uint64]*proposal{},
 		propc:    make(chan *proposal, 1024),
-		persistc: make(chan *persistBatch),
+		persistc: make(chan *persistBatch, 1), // see run: the batch is cut when the loop is idle
 		durablec: make(chan persistResult),
 		applyq:   make(chan applyBatch),
 		// Unbuffered: a send completes only when the application has
