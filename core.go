@@ -21,11 +21,17 @@ import (
 //	         step(m)                a message arrived
 //	         propose(ents)          the application proposes entries (leader only)
 //	         persisted(num)         the persist batch numbered num is durable
+//	         compact(index)         a committed snapshot covers index
+//	         installSnapshot(m, f)  the leader f's snapshot m is committed locally
+//	         snapshotFailed(to)     streaming a snapshot to a follower failed
 //	outputs: takeMessages()         messages that may be sent now
 //	         readyToPersist()       a persist batch: truncate, append, hard state,
 //	                                and the messages that may go out only once
 //	                                it is durable
 //	         nextApply(maxBytes)    committed entries to deliver, in index order
+//	         takeSnapshotSends()    snapshots to stream to followers
+//	         takeSnapshotChunks()   snapshot chunks received, to store
+//	         takeRestored()         a snapshot to deliver before the next entries
 //
 // Invariants, each checked by checkInvariants and kept by the code named:
 //  1. Election Safety: at most one leader per term. A node votes at most once
@@ -76,6 +82,10 @@ type core struct {
 	// Output buffers.
 	msgs         []Message // may be sent now
 	afterDurable []Message // may be sent once everything handed to the Persister so far is durable
+	// Snapshot outputs (see snapshot_core.go).
+	snapSends  []snapshotSend // leader: snapshots the runtime must stream to followers
+	snapChunks []Message      // follower: MsgSnap chunks the runtime must store
+	restored   *SnapshotMeta  // a snapshot from the leader replaced the log: deliver it before any entry after it
 
 	// Persistence tracking.
 	persistedHS HardState // last hard state handed to the Persister
@@ -126,12 +136,14 @@ type pendingBatch struct {
 }
 
 // persistBatch is what the runtime must write, in order: truncate the log
-// from TruncateFrom (if nonzero), append Entries, save HardState (if
+// from TruncateFrom (if nonzero), compact it to CompactTo (if nonzero),
+// append Entries, save HardState (if
 // SaveHardState), then Sync if MustSync; once that has returned, send
 // AfterDurable and report persisted(Num).
 type persistBatch struct {
 	num           uint64
 	truncateFrom  uint64
+	compactTo     uint64 // Persister.Compact(compactTo) after the truncation, if nonzero
 	entries       []Entry
 	saveHardState bool
 	hardState     HardState
@@ -142,7 +154,7 @@ type persistBatch struct {
 var errNotLeaderCore = errors.New("raft: core: not leader")
 
 func newCore(id NodeID, peers []NodeID, cfg coreConfig, st PersistentState, logger *slog.Logger) (*core, error) {
-	rl, err := newRaftLog(st.Entries, st.HardState.Commit)
+	rl, err := newRaftLog(st.Snapshot, st.Entries, st.HardState.Commit)
 	if err != nil {
 		return nil, err
 	}
@@ -225,14 +237,14 @@ func (c *core) step(m Message) error {
 		case m.Type == MsgPreVoteResp && !m.Reject:
 			// A grant carries the term we would campaign in, not the
 			// responder's term.
-		case m.Type == MsgApp || m.Type == MsgHeartbeat:
+		case m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap:
 			c.becomeFollower(m.Term, m.From)
 		default:
 			c.becomeFollower(m.Term, 0)
 		}
 	case m.Term < c.term:
 		switch {
-		case (c.cfg.checkQuorum || c.cfg.preVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat):
+		case (c.cfg.checkQuorum || c.cfg.preVote) && (m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap):
 			// A leader of an older term is talking to us. With PreVote or
 			// CheckQuorum we may never advance its term through our votes,
 			// so tell it our term: it steps down and a fresh election can
@@ -371,7 +383,7 @@ func (c *core) readyToPersist() *persistBatch {
 	}
 	b.num = c.nextNum
 	c.nextNum++
-	b.truncateFrom, b.entries = c.raftLog.takeUnstable()
+	b.truncateFrom, b.compactTo, b.entries = c.raftLog.takeUnstable()
 	hs := c.hardState()
 	if hs != c.persistedHS {
 		b.saveHardState = true
@@ -439,8 +451,9 @@ func (c *core) takeReplaced() uint64 {
 	return i
 }
 
-// hasApply reports whether nextApply would return entries.
-func (c *core) hasApply() bool { return c.raftLog.applied < c.raftLog.committed }
+// hasApply reports whether nextApply would return entries or takeRestored a
+// snapshot.
+func (c *core) hasApply() bool { return c.restored != nil || c.raftLog.applied < c.raftLog.committed }
 
 func (c *core) reset(term uint64) {
 	if c.term != term {

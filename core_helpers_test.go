@@ -226,11 +226,31 @@ func newTestNetPer(t *testing.T, n int, per map[NodeID][]testOpt, common ...test
 	return net
 }
 
-// outbox takes what node id would put on the wire now.
+// outbox takes what node id would put on the wire now. It also plays the
+// runtime's part in snapshot transfers: a snapshot the core asks to send
+// goes out as one MsgSnap chunk (Done) naming the sender's snapshot, and a
+// chunk the receiving core accepts is committed and installed at once.
 func (net *testNet) outbox(id NodeID) []Message {
 	c := net.nodes[id]
 	if !net.stalled[id] {
-		return drain(net.t, c)
+		var out []Message
+		for i := 0; ; i++ {
+			require.Less(net.t, i, 100, "snapshot hand-offs never end")
+			out = append(out, drain(net.t, c)...)
+			sends, chunks := c.takeSnapshotSends(), c.takeSnapshotChunks()
+			for _, s := range sends {
+				out = append(out, Message{Type: MsgSnap, From: id, To: s.to, Term: c.term,
+					Index: s.meta.Index, LogTerm: s.meta.Term, Done: true})
+			}
+			for _, m := range chunks {
+				if m.Done {
+					c.installSnapshot(SnapshotMeta{Index: m.Index, Term: m.LogTerm}, m.From)
+				}
+			}
+			if len(sends) == 0 && len(chunks) == 0 {
+				return out
+			}
+		}
 	}
 	msgs := c.takeMessages()
 	if c.hasPersistWork() {

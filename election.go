@@ -166,7 +166,7 @@ func (c *core) stepCandidate(m Message) error {
 		myRespType = MsgPreVoteResp
 	}
 	switch m.Type {
-	case MsgApp, MsgHeartbeat:
+	case MsgApp, MsgHeartbeat, MsgSnap:
 		// A leader exists in our term (§5.2: "if AppendEntries RPC received
 		// from new leader: convert to follower").
 		c.becomeFollower(m.Term, m.From)
@@ -201,6 +201,10 @@ func (c *core) stepFollower(m Message) error {
 		c.electionElapsed = 0
 		c.lead = m.From
 		c.handleHeartbeat(m)
+	case MsgSnap:
+		c.electionElapsed = 0
+		c.lead = m.From
+		c.handleSnapshotChunk(m)
 	default:
 		c.log.Debug("follower ignores message", "type", m.Type, "from", m.From)
 	}

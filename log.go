@@ -5,16 +5,21 @@ import "fmt"
 // raftLog is a node's copy of the replicated log, with the positions the
 // protocol and the runtime track in it.
 //
-// Layout: entries[0] is a sentinel holding index 0 and term 0 (the snapshot
-// issue will make it the snapshot's index and term), and entries[i].Index ==
-// offset+i for every i. Until log compaction exists, offset is always 0.
+// Layout: entries[0] is a sentinel holding the index and term of the last
+// entry covered by a snapshot (0 and 0 before any), and entries[i].Index ==
+// offset+i for every i. Compaction moves offset forward; the entries at or
+// below it exist only in a snapshot.
 //
-// Invariant: applied <= committed <= lastIndex().
+// Invariant: offset <= applied <= committed <= lastIndex().
 // Invariant: durable <= lastIndex(), and every entry at or below durable was
-// covered by a completed Persister.Sync with the term it has now.
+// covered by a completed Persister.Sync with the term it has now, or by a
+// committed snapshot.
 // Invariant: persisted < unstable <= lastIndex()+1 where persisted is the last
 // index handed to the Persister; entries from unstable on have not yet been
 // handed to it.
+// Invariant: the entries array is never written in place below its length:
+// messages and persist batches share it (slice caps their capacity), so
+// truncation and compaction always move to a new array.
 type raftLog struct {
 	entries []Entry
 	offset  uint64
@@ -29,6 +34,10 @@ type raftLog struct {
 	// handed to the Persister were replaced; the next persist batch must
 	// truncate there before appending.
 	truncateFrom uint64
+	// compactTo, when nonzero, is the index up to which the next persist
+	// batch must compact the Persister's log (after truncating, before
+	// appending).
+	compactTo uint64
 	// replacedFrom, when nonzero, is the lowest index at which any entry was
 	// replaced since the runtime last asked (see core.takeReplaced).
 	replacedFrom uint64
@@ -38,16 +47,24 @@ type raftLog struct {
 	bugTruncateOnStaleAppend bool
 }
 
-func newRaftLog(ents []Entry, commit uint64) (*raftLog, error) {
-	l := &raftLog{entries: make([]Entry, 1, len(ents)+1)}
+// newRaftLog builds the log from a Persister's state: the snapshot's position
+// and the entries that follow it.
+func newRaftLog(snap SnapshotMeta, ents []Entry, commit uint64) (*raftLog, error) {
+	l := &raftLog{entries: make([]Entry, 1, len(ents)+1), offset: snap.Index}
+	l.entries[0] = Entry{Index: snap.Index, Term: snap.Term}
 	for i, e := range ents {
-		// Gateway check: the Persister's data must be contiguous from 1 with
-		// non-decreasing terms; past this point the code assumes it.
-		if e.Index != uint64(i)+1 {
-			return nil, fmt.Errorf("raft: %w: loaded entry %d has index %d, want %d", ErrCorrupt, i, e.Index, i+1)
+		// Gateway check: the Persister's data must be contiguous from the
+		// snapshot with non-decreasing terms; past this point the code
+		// assumes it.
+		if want := snap.Index + uint64(i) + 1; e.Index != want {
+			return nil, fmt.Errorf("raft: %w: loaded entry %d has index %d, want %d", ErrCorrupt, i, e.Index, want)
 		}
-		if i > 0 && e.Term < ents[i-1].Term {
-			return nil, fmt.Errorf("raft: %w: loaded entry %d has term %d after term %d", ErrCorrupt, e.Index, e.Term, ents[i-1].Term)
+		prev := snap.Term
+		if i > 0 {
+			prev = ents[i-1].Term
+		}
+		if e.Term < prev {
+			return nil, fmt.Errorf("raft: %w: loaded entry %d has term %d after term %d", ErrCorrupt, e.Index, e.Term, prev)
 		}
 	}
 	l.entries = append(l.entries, ents...)
@@ -55,10 +72,17 @@ func newRaftLog(ents []Entry, commit uint64) (*raftLog, error) {
 	// Deviation from Figure 2 (commitIndex is volatile there): we persist the
 	// commit index lazily so a restarted node can apply at once; it is only a
 	// lower bound of the real one and is clamped to the log we actually hold.
-	l.committed = min(commit, last)
+	// A snapshot holds only committed entries, so it is a lower bound too.
+	l.committed = min(max(commit, snap.Index), last)
+	l.applied = snap.Index // the runtime delivers the snapshot first
 	l.durable = last
 	l.unstable = last + 1
 	return l, nil
+}
+
+// snapshot returns the position of the last entry covered by a snapshot.
+func (l *raftLog) snapshot() SnapshotMeta {
+	return SnapshotMeta{Index: l.offset, Term: l.entries[0].Term}
 }
 
 func (l *raftLog) lastIndex() uint64 { return l.offset + uint64(len(l.entries)) - 1 }
@@ -138,6 +162,60 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 		l.durable = min(l.durable, from-1)
 	}
 	l.entries = append(l.entries, ents...)
+}
+
+// compact drops the entries below index from memory, making index the new
+// sentinel, and asks the next persist batch to compact the Persister's log
+// to index. The caller has made sure that a committed snapshot covers index
+// and that offset < index <= applied.
+func (l *raftLog) compact(index uint64) {
+	// A new array, never a write into the old one (see the type's comment);
+	// the sentinel keeps only the position, not the command.
+	keep := l.entries[index-l.offset:]
+	ents := make([]Entry, 1, len(keep)+max(len(keep), 64))
+	ents[0] = Entry{Index: index, Term: keep[0].Term}
+	l.entries = append(ents, keep[1:]...)
+	l.offset = index
+	l.compactTo = index
+	l.unstable = max(l.unstable, index+1)
+	// A pending truncation is written before the compaction, and entries
+	// at or below index it would have replaced are covered by the
+	// snapshot: both stay as they are.
+	l.durable = max(l.durable, index)
+}
+
+// restore replaces the log by a snapshot received from the leader, which
+// covers more than this log has committed (paper §7, receiver steps 6-8): if
+// the log holds the snapshot's last entry with its term, the entries after
+// it stay; otherwise the whole log goes. The commit and applied indexes
+// move to the snapshot's.
+func (l *raftLog) restore(snap SnapshotMeta) {
+	if l.matchTerm(snap.Index, snap.Term) {
+		l.compact(snap.Index)
+	} else {
+		// Nothing of the log survives: the Persister drops what it holds
+		// from the first index it may have been given on (truncate), then
+		// records the snapshot's position (compact).
+		if l.unstable > l.offset+1 {
+			from := l.offset + 1
+			if l.truncateFrom == 0 || from < l.truncateFrom {
+				l.truncateFrom = from
+			}
+		}
+		if l.lastIndex() > l.committed {
+			from := l.committed + 1
+			if l.replacedFrom == 0 || from < l.replacedFrom {
+				l.replacedFrom = from
+			}
+		}
+		l.entries = []Entry{{Index: snap.Index, Term: snap.Term}}
+		l.offset = snap.Index
+		l.compactTo = snap.Index
+		l.unstable = snap.Index + 1
+		l.durable = snap.Index
+	}
+	l.committed = snap.Index
+	l.applied = snap.Index
 }
 
 // maybeAppend is the follower's side of AppendEntries (Figure 2, receiver
@@ -242,17 +320,18 @@ func (l *raftLog) nextApply(maxBytes int) []Entry {
 
 // hasUnstable reports whether anything must be handed to the Persister.
 func (l *raftLog) hasUnstable() bool {
-	return l.truncateFrom != 0 || l.unstable <= l.lastIndex()
+	return l.truncateFrom != 0 || l.compactTo != 0 || l.unstable <= l.lastIndex()
 }
 
 // takeUnstable returns what the next persist batch must do to the log:
-// truncate from an index (0 for none), then append ents.
-func (l *raftLog) takeUnstable() (truncateFrom uint64, ents []Entry) {
-	truncateFrom = l.truncateFrom
+// truncate from an index (0 for none), compact up to an index (0 for none),
+// then append ents.
+func (l *raftLog) takeUnstable() (truncateFrom, compactTo uint64, ents []Entry) {
+	truncateFrom, compactTo = l.truncateFrom, l.compactTo
 	ents = l.slice(l.unstable, l.lastIndex()+1, int(^uint(0)>>1))
-	l.truncateFrom = 0
+	l.truncateFrom, l.compactTo = 0, 0
 	l.unstable = l.lastIndex() + 1
-	return truncateFrom, ents
+	return truncateFrom, compactTo, ents
 }
 
 // checkInvariants returns an error naming the first broken invariant.
@@ -264,6 +343,10 @@ func (l *raftLog) checkInvariants() error { return l.checkInvariantsFrom(l.offse
 func (l *raftLog) checkInvariantsFrom(from uint64) error {
 	last := l.lastIndex()
 	switch {
+	case l.offset > l.applied:
+		return fmt.Errorf("log: offset %d > applied %d", l.offset, l.applied)
+	case l.entries[0].Index != l.offset:
+		return fmt.Errorf("log: sentinel index %d != offset %d", l.entries[0].Index, l.offset)
 	case l.applied > l.committed:
 		return fmt.Errorf("log: applied %d > committed %d", l.applied, l.committed)
 	case l.committed > last:

@@ -319,6 +319,11 @@ func (n *Node) persist(p Persister, b *persistBatch) error {
 			return fmt.Errorf("truncate from %d: %w", b.truncateFrom, err)
 		}
 	}
+	if b.compactTo != 0 {
+		if err := p.Compact(b.compactTo); err != nil {
+			return fmt.Errorf("compact to %d: %w", b.compactTo, err)
+		}
+	}
 	if len(b.entries) > 0 {
 		if err := p.Append(b.entries); err != nil {
 			return fmt.Errorf("append %d..%d: %w", b.entries[0].Index, b.entries[len(b.entries)-1].Index, err)

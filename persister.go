@@ -1,7 +1,10 @@
 package raft
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 )
 
@@ -41,47 +44,103 @@ type HardState struct {
 }
 
 // PersistentState is what a Persister returns on Load: the last hard state
-// saved and the log, in index order starting at index 1.
+// saved, the newest committed snapshot (zero if there is none), and the log
+// entries after it, in index order.
 type PersistentState struct {
 	HardState HardState
-	Entries   []Entry
+	// Snapshot describes the newest committed snapshot; its data is read
+	// with OpenSnapshot. Zero if no snapshot was ever committed.
+	Snapshot SnapshotMeta
+	// Entries start at Snapshot.Index+1 (at 1 without a snapshot) and are
+	// contiguous.
+	Entries []Entry
 }
 
-// Persister stores a node's hard state and log. It is written incrementally:
-// the Node appends entries, truncates a suffix after a conflict and saves the
-// hard state, then calls Sync once for the whole batch; it never rewrites the
+// Persister stores a node's hard state, log and snapshot. The log is written
+// incrementally: the Node appends entries, truncates a suffix after a
+// conflict, saves the hard state and compacts a prefix covered by a
+// snapshot, then calls Sync once for the whole batch; it never rewrites the
 // whole state. Only what a Sync has covered counts as durable: the Node
 // acknowledges nothing, votes for nobody and counts no entry of its own
 // before the Sync that covers it has returned.
 //
-// The Node calls these methods from a single goroutine, never concurrently.
-// Implementations must apply writes in call order, so that after a crash
-// what survives of the unsynced writes is at most a prefix of them.
+// The log methods (Append, TruncateFrom, SetHardState, Compact, Sync) are
+// called from a single goroutine, never concurrently with each other.
+// Implementations must apply them in call order, so that after a crash what
+// survives of the unsynced writes is at most a prefix of them. The snapshot
+// methods (CreateSnapshot, OpenSnapshot, and the SnapshotWriter) may be
+// called from other goroutines at the same time as the log methods.
 type Persister interface {
 	// Load returns the state as of the last write. NewNode calls it once.
-	// The returned entries must be contiguous, starting at index 1.
+	// The returned entries follow the returned snapshot: if the log held
+	// an entry at the snapshot's index with another term, or ended before
+	// it, Load returns no entries (the snapshot replaces that log).
 	Load() (PersistentState, error)
 	// Append adds entries to the end of the log. entries[0].Index is one
-	// more than the last index held (after any TruncateFrom). The
+	// more than the last index held (after any TruncateFrom), or one more
+	// than the index of the last Compact if the log ends before it. The
 	// Persister may keep the slice but must not modify it.
 	Append(entries []Entry) error
 	// TruncateFrom removes every entry with index >= index.
 	TruncateFrom(index uint64) error
 	// SetHardState replaces the saved hard state.
 	SetHardState(hs HardState) error
+	// Compact says that a committed snapshot covers every entry at or
+	// below index: the Persister may discard them (and should, to bound
+	// its storage). If the log ends before index, the next Append starts
+	// at index+1. Like the other writes it is durable after the next Sync.
+	// The Node calls it only after the snapshot's SnapshotWriter.Commit
+	// returned nil.
+	Compact(index uint64) error
 	// Sync makes every write before it durable.
 	Sync() error
+
+	// CreateSnapshot starts a snapshot described by meta. Its data is
+	// written to the returned SnapshotWriter; it becomes the snapshot only
+	// when Commit returns nil.
+	CreateSnapshot(meta SnapshotMeta) (SnapshotWriter, error)
+	// OpenSnapshot opens the newest committed snapshot for reading. It
+	// returns an error wrapping ErrNoSnapshot if there is none. The reader
+	// checks the data as it goes: if the data read does not match what
+	// was committed, a Read returns an error wrapping ErrCorrupt, at the
+	// latest at the end of the data. The caller closes the reader.
+	OpenSnapshot() (SnapshotMeta, io.ReadCloser, error)
 }
 
 // MemoryPersister is a Persister that keeps its state in memory. It outlives
 // the Node that uses it, so a test can stop a node ("crash" it), keep the
-// persister and start a new Node on it. Crash discards the writes no Sync has
-// covered, as a machine losing power would. It is safe for concurrent use.
+// persister and start a new Node on it. Crash discards the log writes no
+// Sync has covered, as a machine losing power would; a committed snapshot
+// survives it. It is safe for concurrent use.
 type MemoryPersister struct {
 	mu      sync.Mutex
-	current PersistentState // every write, synced or not
-	durable PersistentState // as of the last Sync
+	current memLog // every write, synced or not
+	durable memLog // as of the last Sync
+	snap    memSnapshot
 	syncs   uint64
+}
+
+// memLog is a MemoryPersister's log: entries[i].Index == base+1+i.
+type memLog struct {
+	hs      HardState
+	base    uint64 // entries at or below base were compacted away
+	entries []Entry
+}
+
+// last returns the index of the last entry held, or base if there is none.
+func (l *memLog) last() uint64 { return l.base + uint64(len(l.entries)) }
+
+// capped returns l with its entries' capacity cut to their length, so that
+// an Append to one copy never writes into an array another copy shares.
+func (l memLog) capped() memLog {
+	n := len(l.entries)
+	l.entries = l.entries[:n:n]
+	return l
+}
+
+type memSnapshot struct {
+	meta SnapshotMeta
+	data []byte // never modified once committed
 }
 
 // NewMemoryPersister returns an empty MemoryPersister.
@@ -91,7 +150,20 @@ func NewMemoryPersister() *MemoryPersister { return &MemoryPersister{} }
 func (p *MemoryPersister) Load() (PersistentState, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return clonePersistentState(p.current), nil
+	l, snap := p.current, p.snap.meta
+	st := PersistentState{HardState: l.hs, Snapshot: snap}
+	ents := l.entries
+	switch {
+	case snap.Index < l.base:
+		return PersistentState{}, fmt.Errorf("raft: %w: MemoryPersister log compacted to %d, past its newest snapshot at %d", ErrCorrupt, l.base, snap.Index)
+	case snap.Index == l.base:
+	case snap.Index > l.last() || ents[snap.Index-l.base-1].Term != snap.Term:
+		ents = nil // the snapshot replaces a log that does not lead to it
+	default:
+		ents = ents[snap.Index-l.base:]
+	}
+	st.Entries = append([]Entry(nil), ents...)
+	return st, nil
 }
 
 // Append implements Persister.
@@ -101,11 +173,10 @@ func (p *MemoryPersister) Append(entries []Entry) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	want := uint64(len(p.current.Entries)) + 1
-	if entries[0].Index != want {
+	if want := p.current.last() + 1; entries[0].Index != want {
 		return fmt.Errorf("raft: MemoryPersister.Append: first index %d, want %d", entries[0].Index, want)
 	}
-	p.current.Entries = append(p.current.Entries, entries...)
+	p.current.entries = append(p.current.entries, entries...)
 	return nil
 }
 
@@ -116,10 +187,12 @@ func (p *MemoryPersister) TruncateFrom(index uint64) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n := uint64(len(p.current.Entries)); index <= n {
+	l := &p.current
+	if index <= l.last() {
+		n := max(index, l.base+1) - l.base - 1
 		// Cap the slice so that a later Append cannot write into an array
 		// that the durable copy or a caller still shares.
-		p.current.Entries = p.current.Entries[: index-1 : index-1]
+		l.entries = l.entries[:n:n]
 	}
 	return nil
 }
@@ -127,8 +200,27 @@ func (p *MemoryPersister) TruncateFrom(index uint64) error {
 // SetHardState implements Persister.
 func (p *MemoryPersister) SetHardState(hs HardState) error {
 	p.mu.Lock()
-	p.current.HardState = hs
+	p.current.hs = hs
 	p.mu.Unlock()
+	return nil
+}
+
+// Compact implements Persister.
+func (p *MemoryPersister) Compact(index uint64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := &p.current
+	if index <= l.base {
+		return nil
+	}
+	if index >= l.last() {
+		l.entries = nil
+	} else {
+		// Copy, so that the dropped entries' array can be freed once the
+		// durable copy lets go of it too.
+		l.entries = append([]Entry(nil), l.entries[index-l.base:]...)
+	}
+	l.base = index
 	return nil
 }
 
@@ -139,18 +231,17 @@ func (p *MemoryPersister) Sync() error {
 	p.syncs++
 	// Entries are append-only between truncations and truncation caps the
 	// slice, so sharing the backing array with current is safe.
-	n := len(p.current.Entries)
-	p.durable = PersistentState{HardState: p.current.HardState, Entries: p.current.Entries[:n:n]}
+	p.durable = p.current.capped()
 	return nil
 }
 
-// Crash discards every write made since the last Sync, as a power loss
-// would. Call it only while no Node is using the persister.
+// Crash discards every log write made since the last Sync, as a power loss
+// would. Committed snapshots stay. Call it only while no Node is using the
+// persister.
 func (p *MemoryPersister) Crash() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := len(p.durable.Entries)
-	p.current = PersistentState{HardState: p.durable.HardState, Entries: p.durable.Entries[:n:n]}
+	p.current = p.durable.capped()
 }
 
 // Syncs returns how many times Sync has been called.
@@ -160,6 +251,54 @@ func (p *MemoryPersister) Syncs() uint64 {
 	return p.syncs
 }
 
-func clonePersistentState(s PersistentState) PersistentState {
-	return PersistentState{HardState: s.HardState, Entries: append([]Entry(nil), s.Entries...)}
+// CreateSnapshot implements Persister. The data is kept in memory.
+func (p *MemoryPersister) CreateSnapshot(meta SnapshotMeta) (SnapshotWriter, error) {
+	return &memSnapshotWriter{p: p, meta: meta}, nil
 }
+
+// OpenSnapshot implements Persister.
+func (p *MemoryPersister) OpenSnapshot() (SnapshotMeta, io.ReadCloser, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.snap.meta.Index == 0 {
+		return SnapshotMeta{}, nil, fmt.Errorf("raft: MemoryPersister: %w", ErrNoSnapshot)
+	}
+	return p.snap.meta, io.NopCloser(bytes.NewReader(p.snap.data)), nil
+}
+
+type memSnapshotWriter struct {
+	p    *MemoryPersister
+	meta SnapshotMeta
+	buf  bytes.Buffer
+	done bool
+}
+
+func (w *memSnapshotWriter) Write(b []byte) (int, error) {
+	if w.done {
+		return 0, errSnapshotWriterDone
+	}
+	return w.buf.Write(b)
+}
+
+func (w *memSnapshotWriter) Commit() error {
+	if w.done {
+		return errSnapshotWriterDone
+	}
+	w.done = true
+	p := w.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.meta.Index <= p.snap.meta.Index {
+		return fmt.Errorf("raft: MemoryPersister: commit snapshot at %d: %w (have %d)", w.meta.Index, ErrStaleSnapshot, p.snap.meta.Index)
+	}
+	p.snap = memSnapshot{meta: w.meta, data: w.buf.Bytes()}
+	return nil
+}
+
+func (w *memSnapshotWriter) Abort() error {
+	w.done = true
+	w.buf = bytes.Buffer{}
+	return nil
+}
+
+var errSnapshotWriterDone = errors.New("raft: snapshot writer already committed or aborted")

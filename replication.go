@@ -18,6 +18,11 @@ const (
 	// stateReplicate: the follower's log matched at match; the leader streams
 	// entries optimistically, up to a window of messages and bytes.
 	stateReplicate
+	// stateSnapshot: the follower needs entries this leader has compacted
+	// away. The runtime streams it the snapshot; nothing else is sent until
+	// the follower acknowledges an index at or above pendingSnapshot, or
+	// the runtime reports the transfer failed (snapshotFailed).
+	stateSnapshot
 )
 
 // progress is the leader's view of one follower (Figure 2 nextIndex and
@@ -37,6 +42,10 @@ type progress struct {
 	// stallTicks counts heartbeat ticks in stateReplicate with entries in
 	// flight and no acknowledgement; see tickHeartbeat.
 	stallTicks int
+	// pendingSnapshot, in stateSnapshot, is the log offset when the
+	// snapshot was requested: an acknowledgement at or above it ends the
+	// state.
+	pendingSnapshot uint64
 }
 
 func newProgress(next uint64, maxMsgs, maxBytes int) *progress {
@@ -44,8 +53,11 @@ func newProgress(next uint64, maxMsgs, maxBytes int) *progress {
 }
 
 func (pr *progress) isPaused() bool {
-	if pr.state == stateProbe {
+	switch pr.state {
+	case stateProbe:
 		return pr.probeSent
+	case stateSnapshot:
+		return true
 	}
 	return pr.inflight.full()
 }
@@ -59,6 +71,14 @@ func (pr *progress) becomeProbe() {
 	pr.probeSent = false
 	pr.inflight.reset()
 	pr.stallTicks = 0
+}
+
+// becomeSnapshot stops sending entries while the runtime streams the
+// snapshot that covers index.
+func (pr *progress) becomeSnapshot(index uint64) {
+	pr.becomeProbe()
+	pr.state = stateSnapshot
+	pr.pendingSnapshot = index
 }
 
 func (pr *progress) becomeReplicate() {
@@ -106,8 +126,8 @@ func (pr *progress) check() error {
 	if pr.match >= pr.next {
 		return fmt.Errorf("match %d >= next %d", pr.match, pr.next)
 	}
-	if pr.state == stateProbe && pr.inflight.count > 0 {
-		return fmt.Errorf("probe state with %d messages in flight", pr.inflight.count)
+	if pr.state != stateReplicate && pr.inflight.count > 0 {
+		return fmt.Errorf("state %d with %d messages in flight", pr.state, pr.inflight.count)
 	}
 	return nil
 }
@@ -241,7 +261,10 @@ func (c *core) sendAppend(to NodeID, sendIfEmpty bool) bool {
 	prevIndex := pr.next - 1
 	prevTerm, ok := c.raftLog.term(prevIndex)
 	if !ok {
-		panic(fmt.Sprintf("raft: invariant broken: leader has no entry at next-1 = %d for peer %d", prevIndex, to))
+		// next <= lastIndex+1 always, so the entry was compacted away: the
+		// follower can only catch up from a snapshot (paper §7).
+		c.sendSnapshot(to, pr)
+		return false
 	}
 	ents := c.raftLog.slice(pr.next, c.raftLog.lastIndex()+1, c.cfg.maxMsgBytes)
 	if len(ents) == 0 && !sendIfEmpty {
@@ -283,6 +306,10 @@ func (c *core) stepLeader(m Message) error {
 		if pr.match < c.raftLog.lastIndex() {
 			c.sendAppend(m.From, false)
 		}
+	case MsgSnapResp:
+		// The runtime's sender paces the chunks; to the core it only shows
+		// that the follower is alive.
+		pr.recentActive = true
 	default:
 		c.log.Debug("leader ignores message", "type", m.Type, "from", m.From)
 	}
@@ -310,7 +337,13 @@ func (c *core) handleAppendResponse(m Message, pr *progress) {
 	if !pr.maybeUpdate(m.Index) {
 		return
 	}
-	if pr.state == stateProbe {
+	switch {
+	case pr.state == stateProbe:
+		pr.becomeReplicate()
+	case pr.state == stateSnapshot && pr.match >= pr.pendingSnapshot:
+		// The follower installed the snapshot (or caught up otherwise):
+		// its log now matches ours at match.
+		c.log.Info("follower caught up from snapshot", "peer", m.From, "match", pr.match)
 		pr.becomeReplicate()
 	}
 	if c.maybeCommit() {

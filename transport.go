@@ -21,6 +21,8 @@ const (
 	MsgPreVoteResp                          // PreVote response
 	MsgHeartbeat                            // leader heartbeat: no entries, no consistency check
 	MsgHeartbeatResp                        // heartbeat response
+	MsgSnap                                 // InstallSnapshot request: one chunk of the leader's snapshot
+	MsgSnapResp                             // InstallSnapshot chunk acknowledgement
 )
 
 var messageTypeNames = [...]string{
@@ -32,6 +34,8 @@ var messageTypeNames = [...]string{
 	MsgPreVoteResp:   "MsgPreVoteResp",
 	MsgHeartbeat:     "MsgHeartbeat",
 	MsgHeartbeatResp: "MsgHeartbeatResp",
+	MsgSnap:          "MsgSnap",
+	MsgSnapResp:      "MsgSnapResp",
 }
 
 // String returns the type's name, such as "MsgApp".
@@ -77,12 +81,21 @@ type Message struct {
 	// plus one when ConflictTerm is zero).
 	ConflictIndex uint64
 	ConflictTerm  uint64
+	// Snapshot transfer (paper §7, InstallSnapshot). MsgSnap: Index and
+	// LogTerm are the snapshot's last included index and term, Offset is
+	// where Data, one chunk of the snapshot, starts in it, and Done marks
+	// the last chunk. MsgSnapResp: Index and LogTerm name the snapshot and
+	// Offset is how many of its bytes the follower holds, in order; Reject
+	// asks the leader to start over from Offset.
+	Offset uint64
+	Data   []byte
+	Done   bool
 }
 
 // Size returns the approximate encoded size of m in bytes: a fixed header plus
 // each entry's header and data. Transports and flow control use it.
 func (m *Message) Size() int {
-	n := messageHeaderBytes
+	n := messageHeaderBytes + len(m.Data)
 	for i := range m.Entries {
 		n += entrySize(&m.Entries[i])
 	}

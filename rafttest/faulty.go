@@ -1,6 +1,7 @@
 package rafttest
 
 import (
+	"io"
 	"sync"
 	"testing"
 
@@ -9,8 +10,8 @@ import (
 
 // FaultyPersister wraps a raft.Persister and injects disk faults into its
 // Sync: a test can make every Sync block (a stalled disk, see Stall) or fail
-// (FailNext, FailAlways), and can count the Syncs the node asked for. Load,
-// Append, TruncateFrom and SetHardState pass straight through.
+// (FailNext, FailAlways), and can count the Syncs the node asked for. Every
+// other method passes straight through.
 //
 // It is safe for concurrent use: the Node calls the Persister methods from
 // its persist goroutine while the test calls the fault methods from its own.
@@ -61,6 +62,21 @@ func (p *FaultyPersister) TruncateFrom(index uint64) error { return p.inner.Trun
 // SetHardState implements raft.Persister by forwarding to the wrapped
 // Persister.
 func (p *FaultyPersister) SetHardState(hs raft.HardState) error { return p.inner.SetHardState(hs) }
+
+// Compact implements raft.Persister by forwarding to the wrapped Persister.
+func (p *FaultyPersister) Compact(index uint64) error { return p.inner.Compact(index) }
+
+// CreateSnapshot implements raft.Persister by forwarding to the wrapped
+// Persister.
+func (p *FaultyPersister) CreateSnapshot(meta raft.SnapshotMeta) (raft.SnapshotWriter, error) {
+	return p.inner.CreateSnapshot(meta)
+}
+
+// OpenSnapshot implements raft.Persister by forwarding to the wrapped
+// Persister.
+func (p *FaultyPersister) OpenSnapshot() (raft.SnapshotMeta, io.ReadCloser, error) {
+	return p.inner.OpenSnapshot()
+}
 
 // Sync implements raft.Persister. It counts the call; while the persister
 // is stalled it blocks until Resume or Close; then it returns the injected
