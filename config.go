@@ -62,6 +62,17 @@ type Config struct {
 	// wait for the application. Zero means 8192.
 	MaxApplyBacklog int
 
+	// SnapshotInterval is how many entries the application is expected to
+	// apply between two calls of Node.Snapshot. The node marks the first
+	// command past that many entries since the last snapshot with
+	// ApplyMsg.SnapshotDue, and logs a warning when the log grows a hundred
+	// times past it. Zero means 10,000.
+	SnapshotInterval int
+	// TrailingEntries is how many entries the log keeps behind each
+	// snapshot, so that a follower only slightly behind catches up from the
+	// log rather than by a whole snapshot. Zero means 1024.
+	TrailingEntries int
+
 	// DisablePreVote turns off the PreVote round (thesis §9.6), which keeps
 	// a node that was partitioned away from deposing a healthy leader when
 	// it rejoins. PreVote is on by default.
@@ -88,6 +99,8 @@ const (
 	DefaultMaxInflightBytes    = 8 << 20
 	DefaultMaxUncommittedBytes = 64 << 20
 	DefaultMaxApplyBacklog     = 8192
+	DefaultSnapshotInterval    = 10000
+	DefaultTrailingEntries     = 1024
 )
 
 // ErrInvalidConfig is matched (with errors.Is) by every error Validate
@@ -159,6 +172,8 @@ func (c *Config) Validate() error {
 		{"MaxInflightBytes", c.MaxInflightBytes},
 		{"MaxUncommittedBytes", c.MaxUncommittedBytes},
 		{"MaxApplyBacklog", c.MaxApplyBacklog},
+		{"SnapshotInterval", c.SnapshotInterval},
+		{"TrailingEntries", c.TrailingEntries},
 	} {
 		if f.v < 0 {
 			bad(f.name, "negative: %d", f.v)
@@ -196,6 +211,10 @@ func (c *Config) maxUncommittedBytes() int {
 	return orDefault(c.MaxUncommittedBytes, DefaultMaxUncommittedBytes)
 }
 func (c *Config) maxApplyBacklog() int { return orDefault(c.MaxApplyBacklog, DefaultMaxApplyBacklog) }
+func (c *Config) snapshotInterval() int {
+	return orDefault(c.SnapshotInterval, DefaultSnapshotInterval)
+}
+func (c *Config) trailingEntries() int { return orDefault(c.TrailingEntries, DefaultTrailingEntries) }
 
 func (c *Config) logger() *slog.Logger {
 	if c.Logger == nil {

@@ -24,6 +24,7 @@ import (
 //	         compact(index)         a committed snapshot covers index
 //	         installSnapshot(m, f)  the leader f's snapshot m is committed locally
 //	         snapshotFailed(to)     streaming a snapshot to a follower failed
+//	         snapshotDone(to)       a follower has stored the whole snapshot
 //	outputs: takeMessages()         messages that may be sent now
 //	         readyToPersist()       a persist batch: truncate, append, hard state,
 //	                                and the messages that may go out only once
@@ -510,11 +511,13 @@ type coreStatus struct {
 	term         uint64
 	lead         NodeID
 	commit, last uint64
+	snapshot     SnapshotMeta // the log's compaction point
 }
 
 func (c *core) status() coreStatus {
 	return coreStatus{
 		role: c.role, term: c.term, lead: c.lead,
 		commit: c.raftLog.committed, last: c.raftLog.lastIndex(),
+		snapshot: c.raftLog.snapshot(),
 	}
 }

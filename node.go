@@ -22,8 +22,10 @@ import (
 //     and everything after it would wait a whole extra Sync.
 //   - applyLoop: delivers committed commands on ApplyCh, the sole sender on
 //     and closer of that channel.
+//   - receiveLoop, and a sender per follower being sent a snapshot: see
+//     snapshot_stream.go.
 //
-// Each exits when stopc closes; Stop waits for all three.
+// Each exits when stopc closes; Stop waits for all of them.
 
 // persistResult reports a persist batch done.
 type persistResult struct {
@@ -32,10 +34,11 @@ type persistResult struct {
 }
 
 // applyBatch is committed entries for the apply loop, and the ProposeWait
-// calls to answer once they are delivered.
+// calls to answer once they are delivered; or a snapshot to deliver.
 type applyBatch struct {
 	ents    []Entry
 	waiters []*proposal
+	restore *snapInstall
 }
 
 const (
@@ -49,6 +52,11 @@ func (n *Node) run(recvc <-chan Message) {
 	c := n.core
 	ticker := time.NewTicker(n.tickInterval())
 	defer ticker.Stop()
+	defer func() {
+		if n.restoreReader != nil {
+			n.restoreReader.Close()
+		}
+	}()
 	var (
 		persistBusy  bool // a batch is with the persist loop
 		pendingApply applyBatch
@@ -60,6 +68,7 @@ func (n *Node) run(recvc <-chan Message) {
 			for _, m := range c.takeMessages() {
 				n.cfg.Transport.Send(m)
 			}
+			n.handleSnapshotOutputs()
 			if !persistBusy && c.hasPersistWork() {
 				// Never blocks: persistc has room for one batch, and the
 				// persist loop took the last one before reporting it.
@@ -122,9 +131,99 @@ func (n *Node) run(recvc <-chan Message) {
 			c.recycle(r.batch)
 		case applyq <- pendingApply:
 			pendingApply, haveApply = applyBatch{}, false
+		case r := <-n.snapSentc:
+			if n.senders[r.s.to] == r.s {
+				delete(n.senders, r.s.to)
+				if failed == nil && r.ok {
+					c.snapshotDone(r.s.to)
+				} else if failed == nil {
+					c.snapshotFailed(r.s.to)
+				}
+			}
+		case in := <-n.installc:
+			if failed != nil {
+				in.r.Close()
+				continue
+			}
+			n.installSnapshot(in)
+		case req := <-n.snapc:
+			if failed != nil {
+				req.reply <- snapReply{err: failed}
+				continue
+			}
+			n.handleSnapshotRequest(req)
 		case <-n.stopc:
 			return
 		}
+	}
+}
+
+// handleSnapshotOutputs carries out what the core asked of snapshot
+// transfers: start senders, stop those whose follower no longer needs one,
+// and hand accepted chunks to the receiver.
+func (n *Node) handleSnapshotOutputs() {
+	c := n.core
+	for _, s := range c.takeSnapshotSends() {
+		if old := n.senders[s.to]; old != nil {
+			close(old.stopc)
+		}
+		n.senders[s.to] = n.startSnapshotSender(s.to, c.term)
+	}
+	for id, s := range n.senders {
+		if c.role != RoleLeader || c.term != s.term || c.prs[id] == nil || c.prs[id].state != stateSnapshot {
+			close(s.stopc)
+			delete(n.senders, id)
+		}
+	}
+	for _, m := range c.takeSnapshotChunks() {
+		select {
+		case n.chunkc <- m:
+		default:
+			// The receiver is behind (its disk is slow): drop the chunk,
+			// as a network would; the sender resends it.
+		}
+	}
+	if warn := uint64(100 * n.cfg.snapshotInterval()); c.raftLog.lastIndex()-c.raftLog.offset > max(warn, n.logWarnAt) {
+		n.logWarnAt = 2 * (c.raftLog.lastIndex() - c.raftLog.offset)
+		n.cfg.logger().Warn("the log keeps growing: call Node.Snapshot to compact it (see ApplyMsg.SnapshotDue)",
+			"entries_since_snapshot", c.raftLog.lastIndex()-c.raftLog.offset, "snapshot_interval", n.cfg.snapshotInterval())
+	}
+}
+
+// installSnapshot offers a snapshot the receiver committed to the core. The
+// ProposeWait calls for entries the snapshot covers end first: if this log
+// matched the snapshot at its last entry, it held the same entries as the
+// leader, so those whose entry is still here with their term were
+// committed; otherwise their fate cannot be known here.
+func (n *Node) installSnapshot(in snapInstall) {
+	c := n.core
+	if in.meta.Index <= c.raftLog.committed || c.role == RoleLeader {
+		in.r.Close()
+		c.installSnapshot(in.meta, in.from) // logs and ignores it
+		return
+	}
+	matched := c.raftLog.matchTerm(in.meta.Index, in.meta.Term)
+	for idx, p := range n.waiters {
+		if idx > in.meta.Index {
+			continue
+		}
+		delete(n.waiters, idx)
+		if t, ok := c.raftLog.term(idx); matched && ok && t == p.term {
+			p.done <- proposalResult{index: p.index, term: p.term, final: true}
+		} else {
+			p.done <- proposalResult{index: p.index, term: p.term, err: ErrProposalUnknown, final: true}
+		}
+	}
+	if !c.installSnapshot(in.meta, in.from) {
+		in.r.Close()
+		return
+	}
+	if n.restoreReader != nil {
+		n.restoreReader.Close() // an older snapshot not yet delivered: this one replaces it
+	}
+	n.restoreReader = in.r
+	if in.meta.Index > n.snapIndex.Load() {
+		n.snapIndex.Store(in.meta.Index)
 	}
 }
 
@@ -132,6 +231,15 @@ func (n *Node) stepMessage(m Message) {
 	// Errors are malformed messages from a peer; the core has logged them
 	// and ignores the message.
 	_ = n.core.step(m)
+	if m.Type == MsgSnapResp {
+		// The core has settled the term; the sender paces the chunks.
+		if s := n.senders[m.From]; s != nil && s.term == m.Term {
+			select {
+			case s.respc <- m:
+			default: // the sender is behind; a later answer or a timeout will do
+			}
+		}
+	}
 }
 
 // canAcceptProposals reports whether the leader is within its flow-control
@@ -202,8 +310,13 @@ func (n *Node) handleProposals(first *proposal) {
 }
 
 // nextApplyBatch takes the next committed entries from the core, with the
-// ProposeWait calls they answer.
+// ProposeWait calls they answer, or the snapshot that must come first.
 func (n *Node) nextApplyBatch() applyBatch {
+	if meta, ok := n.core.takeRestored(); ok {
+		in := &snapInstall{meta: meta, r: n.restoreReader}
+		n.restoreReader = nil
+		return applyBatch{restore: in}
+	}
 	b := applyBatch{ents: n.core.nextApply(maxApplyBytes)}
 	if len(n.waiters) == 0 {
 		return b
@@ -273,6 +386,7 @@ func (n *Node) publish() {
 	n.st.ID = n.id
 	n.st.Role, n.st.Term, n.st.Leader = cs.role, cs.term, cs.lead
 	n.st.Commit, n.st.LastIndex = cs.commit, cs.last
+	n.st.Snapshot = cs.snapshot
 	if cs.role != RoleLeader {
 		n.st.Progress = nil
 		return
@@ -346,6 +460,8 @@ func (n *Node) persist(p Persister, b *persistBatch) error {
 func (n *Node) applyLoop() {
 	defer n.wg.Done()
 	defer close(n.applyc)
+	interval := uint64(n.cfg.snapshotInterval())
+	dueBase := ^uint64(0) // the snapshot index SnapshotDue was last set for
 	for {
 		var b applyBatch
 		select {
@@ -353,11 +469,25 @@ func (n *Node) applyLoop() {
 		case <-n.stopc:
 			return
 		}
+		if in := b.restore; in != nil {
+			select {
+			case n.applyc <- ApplyMsg{SnapshotValid: true, Snapshot: in.r, SnapshotIndex: in.meta.Index, SnapshotTerm: in.meta.Term}:
+			case <-n.stopc:
+				in.r.Close()
+				return
+			}
+			n.applied.Store(in.meta.Index)
+			continue
+		}
 		for i := range b.ents {
 			e := &b.ents[i]
 			if e.Type == EntryNormal {
+				due := false
+				if snap := n.snapIndex.Load(); e.Index >= snap+interval && dueBase != snap {
+					due, dueBase = true, snap
+				}
 				select {
-				case n.applyc <- ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term}:
+				case n.applyc <- ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}:
 				case <-n.stopc:
 					return
 				}

@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,10 @@ var (
 	// cluster (it must not vote or acknowledge what it could not persist);
 	// Status().Err holds the cause.
 	ErrPersist = errors.New("raft: persist failed")
+	// ErrProposalUnknown: ProposeWait's command was appended on this node,
+	// then a snapshot from a new leader replaced that part of the log; it
+	// may or may not be in the snapshot.
+	ErrProposalUnknown = errors.New("raft: proposal outcome unknown")
 )
 
 // NotLeaderError is the error Propose returns on a node that is not the
@@ -100,11 +105,17 @@ func (r Role) String() string {
 
 // ApplyMsg is one committed command, delivered on Node.ApplyCh in log order.
 //
-// Only commands passed to Propose are delivered. The entries the protocol
-// writes for itself (a new leader's empty entry, and later configuration
-// changes) occupy log indexes too, so CommandIndex can skip values.
-// Snapshot fields will join this struct when log compaction arrives; code
-// that checks CommandValid keeps working then.
+// A message carries either a command (CommandValid) or a snapshot
+// (SnapshotValid). Only commands passed to Propose are delivered. The
+// entries the protocol writes for itself (a new leader's empty entry, and
+// later configuration changes) occupy log indexes too, so CommandIndex can
+// skip values.
+//
+// A snapshot replaces the application's state: it is the state after every
+// command up to SnapshotIndex, and the next command delivered follows it.
+// The node delivers one first when it starts from a snapshot, and whenever
+// the leader sends one because this node fell behind entries that the
+// leader has compacted away.
 type ApplyMsg struct {
 	// CommandValid is true when the message carries a command.
 	CommandValid bool
@@ -114,6 +125,23 @@ type ApplyMsg struct {
 	// CommandIndex and CommandTerm are the command's log position.
 	CommandIndex uint64
 	CommandTerm  uint64
+	// SnapshotDue marks the first command SnapshotInterval entries past
+	// the last snapshot: a good moment to call Node.Snapshot with
+	// CommandIndex once this command is applied.
+	SnapshotDue bool
+
+	// SnapshotValid is true when the message carries a snapshot.
+	SnapshotValid bool
+	// Snapshot reads the snapshot's data, as the application wrote it in
+	// Node.Snapshot (on this node or on the leader). The data is checked as
+	// it is read: a Read returns an error wrapping ErrCorrupt if it does
+	// not match what was written. Close it when done, before receiving the
+	// next message.
+	Snapshot io.ReadCloser
+	// SnapshotIndex and SnapshotTerm are the position of the last command
+	// the snapshot covers.
+	SnapshotIndex uint64
+	SnapshotTerm  uint64
 }
 
 // PeerProgress is the leader's view of one follower.
@@ -136,6 +164,9 @@ type Status struct {
 	Commit    uint64 // highest index known committed
 	Applied   uint64 // highest index the application received from ApplyCh (or skipped as internal)
 	LastIndex uint64 // last index in the log
+	// Snapshot is the position of the newest snapshot this node has taken
+	// or installed; zero if none.
+	Snapshot SnapshotMeta
 	// Progress is the leader's view of each follower; nil on other roles.
 	Progress map[NodeID]PeerProgress
 	// Err is why the node stopped taking part, if it did (see ErrPersist).
@@ -153,15 +184,27 @@ type Node struct {
 	waiters map[uint64]*proposal
 	propBuf []*proposal // scratch for handleProposals
 	entBuf  []Entry     // scratch for handleProposals
+	senders map[NodeID]*snapSender
+	// restoreReader reads the snapshot the core's takeRestored returns
+	// next; the run loop hands both to the apply loop.
+	restoreReader io.ReadCloser
+	logWarnAt     uint64 // log length past the snapshot at which to warn next
 
 	propc    chan *proposal
 	persistc chan *persistBatch
 	durablec chan persistResult
 	applyq   chan applyBatch
 	applyc   chan ApplyMsg
-	stopc    chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// Snapshots (snapshot_stream.go, Node.Snapshot).
+	snapSentc chan snapSendResult // senders to the run loop
+	chunkc    chan Message        // run loop to the receiver
+	installc  chan snapInstall    // receiver to the run loop
+	snapc     chan snapRequest    // Node.Snapshot to the run loop
+	snapMu    sync.Mutex          // serializes Node.Snapshot calls
+	snapIndex atomic.Uint64       // index of the newest snapshot taken or installed
+	stopc     chan struct{}
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
 
 	applied atomic.Uint64 // written by the apply loop
 
@@ -196,6 +239,22 @@ func NewNode(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	var restore io.ReadCloser
+	if st.Snapshot.Index > 0 {
+		// The application starts from the snapshot: open it now, so that
+		// a missing or different one fails here and not in the apply loop.
+		meta, r, err := cfg.Persister.OpenSnapshot()
+		if err == nil && meta != st.Snapshot {
+			r.Close()
+			err = fmt.Errorf("%w: Load returned snapshot %d/%d, OpenSnapshot %d/%d",
+				ErrCorrupt, st.Snapshot.Index, st.Snapshot.Term, meta.Index, meta.Term)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("raft: open snapshot: %w", err)
+		}
+		restore = r
+		c.restored = &meta
+	}
 	n := &Node{
 		id:       cfg.ID,
 		cfg:      cfg,
@@ -208,16 +267,25 @@ func NewNode(cfg Config) (*Node, error) {
 		// Unbuffered: a send completes only when the application has
 		// received the message, so Status().Applied, ProposeWait and
 		// MaxApplyBacklog all count what the application really has.
-		applyc:  make(chan ApplyMsg),
-		stopc:   make(chan struct{}),
-		changec: make(chan struct{}),
+		applyc:        make(chan ApplyMsg),
+		senders:       map[NodeID]*snapSender{},
+		restoreReader: restore,
+		snapSentc:     make(chan snapSendResult),
+		chunkc:        make(chan Message, chunkQueue),
+		installc:      make(chan snapInstall),
+		snapc:         make(chan snapRequest),
+		stopc:         make(chan struct{}),
+		changec:       make(chan struct{}),
 	}
+	n.applied.Store(st.Snapshot.Index)
+	n.snapIndex.Store(st.Snapshot.Index)
 	n.publish()
 	recvc := cfg.Transport.Receive()
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.run(recvc)    // owner: Node; exits when stopc closes
 	go n.persistLoop() // owner: Node; exits when stopc closes or a persist fails
 	go n.applyLoop()   // owner: Node; exits when stopc closes; closes applyc
+	go n.receiveLoop() // owner: Node; exits when stopc closes
 	return n, nil
 }
 

@@ -298,12 +298,17 @@ func TestUnreliableChurn(t *testing.T) { faultChurn(t, rafttest.Options{}, 22, t
 // network heals and everything restarts. Every command a client saw
 // committed must be on all five nodes at the index where it was seen. The
 // cluster is made with opts (which chooses the persister); it sets Seed and
-// OnApply.
+// adds to OnApply.
 func faultChurn(t *testing.T, opts rafttest.Options, defSeed uint64, unreliable bool) {
 	seed := faultSeed(t, defSeed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	tr := newFaultTracker()
-	opts.Seed, opts.OnApply = seed, tr.onApply
+	opts.Seed = seed
+	if prev := opts.OnApply; prev != nil {
+		opts.OnApply = func(id raft.NodeID, msg raft.ApplyMsg) { prev(id, msg); tr.onApply(id, msg) }
+	} else {
+		opts.OnApply = tr.onApply
+	}
 	c := rafttest.NewCluster(t, 5, opts)
 	c.Net.SetUnreliable(unreliable)
 

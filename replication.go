@@ -46,6 +46,10 @@ type progress struct {
 	// snapshot was requested: an acknowledgement at or above it ends the
 	// state.
 	pendingSnapshot uint64
+	// snapshotWait, when positive in stateSnapshot, counts down the
+	// heartbeat ticks left for the follower to acknowledge a snapshot the
+	// runtime has finished sending; at zero the leader probes again.
+	snapshotWait int
 }
 
 func newProgress(next uint64, maxMsgs, maxBytes int) *progress {
@@ -79,6 +83,7 @@ func (pr *progress) becomeSnapshot(index uint64) {
 	pr.becomeProbe()
 	pr.state = stateSnapshot
 	pr.pendingSnapshot = index
+	pr.snapshotWait = 0
 }
 
 func (pr *progress) becomeReplicate() {
@@ -198,6 +203,14 @@ func (c *core) tickHeartbeat() {
 		}
 	}
 	for _, id := range c.peers {
+		if pr := c.prs[id]; pr != nil && pr.state == stateSnapshot && pr.snapshotWait > 0 {
+			if pr.snapshotWait--; pr.snapshotWait == 0 {
+				// The transfer completed but the acknowledgement of the
+				// install never came (lost, or the follower restarted).
+				c.log.Info("no acknowledgement of a sent snapshot; probing", "peer", id)
+				pr.becomeProbe()
+			}
+		}
 		if pr := c.prs[id]; pr != nil && pr.state == stateReplicate && pr.inflight.count > 0 {
 			pr.stallTicks++
 			if pr.stallTicks >= max(2, c.cfg.electionTicks/2) {

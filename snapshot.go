@@ -1,7 +1,9 @@
 package raft
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -34,3 +36,124 @@ var (
 	// exists, or the node's log is already compacted past it.
 	ErrStaleSnapshot = errors.New("raft: snapshot is stale")
 )
+
+// ErrSnapshotIndex: Node.Snapshot was given an index the application has
+// not received yet (or 0).
+var ErrSnapshotIndex = errors.New("raft: snapshot index not applied")
+
+// Snapshot records a snapshot of the application's state and compacts the
+// log behind it, so that the log, in memory and in the Persister, stays
+// bounded. index is the index of the last command the state includes: the
+// application must have received it from ApplyCh (CommandIndex), and must
+// not have applied any later one to the state that write saves.
+//
+// write streams the state to w; Snapshot runs it in the calling goroutine
+// and stores what it writes through the Persister, never holding it whole in
+// memory. The snapshot counts only once it is durable; then the node drops
+// the log entries it covers, except the last Config.TrailingEntries (kept so
+// that a follower slightly behind catches up from the log). Followers that
+// need compacted entries receive the newest snapshot instead, on their
+// ApplyCh.
+//
+// A typical application calls Snapshot from its apply loop when a command
+// arrives with ApplyMsg.SnapshotDue, after applying it. An application whose
+// state can be copied cheaply can instead copy it there and run Snapshot on
+// another goroutine with the copy.
+//
+// Snapshot fails with an error wrapping ErrSnapshotIndex if index is 0 or
+// not yet received, ErrStaleSnapshot if a snapshot at index or beyond
+// already exists, the error write returns, the Persister's error, ctx.Err()
+// if ctx ends first (checked between writes), or ErrStopped. Calls are
+// serialized.
+func (n *Node) Snapshot(ctx context.Context, index uint64, write func(w io.Writer) error) error {
+	n.snapMu.Lock()
+	defer n.snapMu.Unlock()
+	if index == 0 {
+		return fmt.Errorf("%w: index 0", ErrSnapshotIndex)
+	}
+	meta, err := n.snapshotRequest(ctx, snapRequest{index: index})
+	if err != nil {
+		return err
+	}
+	w, err := n.cfg.Persister.CreateSnapshot(meta)
+	if err != nil {
+		return fmt.Errorf("raft: create snapshot: %w", err)
+	}
+	if err := write(ctxWriter{ctx: ctx, w: w}); err != nil {
+		w.Abort()
+		return err
+	}
+	if err := w.Commit(); err != nil {
+		return fmt.Errorf("raft: commit snapshot: %w", err)
+	}
+	_, err = n.snapshotRequest(ctx, snapRequest{index: index, compact: true})
+	return err
+}
+
+// snapRequest asks the run loop for the snapshot position of index (compact
+// false) or to compact the log behind a committed snapshot at index.
+type snapRequest struct {
+	index   uint64
+	compact bool
+	reply   chan snapReply
+}
+
+type snapReply struct {
+	meta SnapshotMeta
+	err  error
+}
+
+func (n *Node) snapshotRequest(ctx context.Context, req snapRequest) (SnapshotMeta, error) {
+	req.reply = make(chan snapReply, 1)
+	select {
+	case n.snapc <- req:
+	case <-ctx.Done():
+		return SnapshotMeta{}, ctx.Err()
+	case <-n.stopc:
+		return SnapshotMeta{}, ErrStopped
+	}
+	select {
+	case r := <-req.reply:
+		return r.meta, r.err
+	case <-n.stopc:
+		return SnapshotMeta{}, ErrStopped
+	}
+}
+
+// handleSnapshotRequest serves snapshotRequest in the run loop.
+func (n *Node) handleSnapshotRequest(req snapRequest) {
+	c := n.core
+	if !req.compact {
+		if req.index <= c.raftLog.offset {
+			req.reply <- snapReply{err: fmt.Errorf("%w: index %d, log compacted to %d", ErrStaleSnapshot, req.index, c.raftLog.offset)}
+			return
+		}
+		t, ok := c.raftLog.term(req.index)
+		if !ok || req.index > c.raftLog.applied {
+			req.reply <- snapReply{err: fmt.Errorf("%w: index %d not in the applied log", ErrSnapshotIndex, req.index)}
+			return
+		}
+		req.reply <- snapReply{meta: SnapshotMeta{Index: req.index, Term: t}}
+		return
+	}
+	if req.index > n.snapIndex.Load() {
+		n.snapIndex.Store(req.index)
+	}
+	if trail := uint64(n.cfg.trailingEntries()); req.index > trail {
+		c.compact(req.index - trail)
+	}
+	req.reply <- snapReply{}
+}
+
+// ctxWriter is w that fails once ctx has ended.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (cw ctxWriter) Write(p []byte) (int, error) {
+	if err := cw.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return cw.w.Write(p)
+}

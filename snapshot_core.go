@@ -51,6 +51,19 @@ func (c *core) snapshotFailed(to NodeID) {
 	}
 }
 
+// snapshotDone reports that the runtime has streamed the whole snapshot to
+// peer to and the follower has stored it. The follower's acknowledgement of
+// the install (a MsgAppResp) ends stateSnapshot; if none arrives within an
+// election timeout, the leader probes again rather than wait forever.
+func (c *core) snapshotDone(to NodeID) {
+	if c.role != RoleLeader {
+		return
+	}
+	if pr := c.prs[to]; pr != nil && pr.state == stateSnapshot {
+		pr.snapshotWait = c.cfg.electionTicks
+	}
+}
+
 // handleSnapshotChunk is the follower's side of one MsgSnap from the leader
 // of its term. A snapshot that covers no more than this node has committed
 // is of no use and could only roll it back: the node answers with its commit

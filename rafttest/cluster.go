@@ -3,6 +3,10 @@ package rafttest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -32,6 +36,15 @@ type Options struct {
 	OnApply func(id raft.NodeID, msg raft.ApplyMsg)
 	// Logger, if set, receives every node's logs.
 	Logger *slog.Logger
+	// SnapshotEvery, if positive, makes each node's application take a
+	// snapshot (Node.Snapshot) every SnapshotEvery commands it applies.
+	// The application's state is the digest of the commands applied (see
+	// internal/check); a snapshot holds it, followed by SnapshotPadding
+	// bytes of filler so that snapshots can be made as large as a test
+	// needs. A snapshot received on ApplyCh is read to the end, checked and
+	// restored, and must match the state every node had at its index.
+	SnapshotEvery   int
+	SnapshotPadding int
 }
 
 // Cluster timings: heartbeats every 100ms (at most 10 per second per
@@ -124,13 +137,38 @@ func (c *Cluster) start(id raft.NodeID) {
 	drained := make(chan struct{})
 	go func() { // owner: the Cluster; exits when node.Stop closes ApplyCh
 		defer close(drained)
+		since := 0 // commands applied since the last snapshot
 		for msg := range node.ApplyCh() {
 			if c.opts.OnApply != nil {
 				c.opts.OnApply(id, msg)
 			}
-			if msg.CommandValid {
+			switch {
+			case msg.SnapshotValid:
+				since = 0
+				index, d, err := readSnapshot(msg.Snapshot)
+				msg.Snapshot.Close()
+				if err == nil && index != msg.SnapshotIndex {
+					err = fmt.Errorf("snapshot data is for index %d, message says %d", index, msg.SnapshotIndex)
+				}
+				if err == nil {
+					err = inc.Restore(index, d)
+				}
+				if err != nil {
+					c.t.Errorf("rafttest: node %d: restore snapshot: %v", id, err)
+				}
+			case msg.CommandValid:
 				if err := inc.Apply(msg.CommandIndex, msg.Command); err != nil {
 					c.t.Errorf("rafttest: %v", err)
+				}
+				if since++; c.opts.SnapshotEvery > 0 && since >= c.opts.SnapshotEvery {
+					since = 0
+					d := inc.Digest()
+					err := node.Snapshot(context.Background(), msg.CommandIndex, func(w io.Writer) error {
+						return writeSnapshot(w, msg.CommandIndex, d, c.opts.SnapshotPadding)
+					})
+					if err != nil && !errors.Is(err, raft.ErrStopped) && !errors.Is(err, raft.ErrStaleSnapshot) {
+						c.t.Errorf("rafttest: node %d: snapshot at %d: %v", id, msg.CommandIndex, err)
+					}
 				}
 			}
 		}
@@ -404,4 +442,59 @@ func (c *Cluster) Close() {
 	if err := c.hist.Check(); err != nil {
 		c.t.Errorf("rafttest: %v", err)
 	}
+}
+
+// writeSnapshot writes the Cluster's application state: the index, the
+// digest, and padding bytes of filler, each a function of its offset.
+func writeSnapshot(w io.Writer, index uint64, d check.Digest, padding int) error {
+	hdr := binary.BigEndian.AppendUint64(nil, index)
+	hdr = binary.BigEndian.AppendUint64(hdr, uint64(padding))
+	hdr = append(hdr, d[:]...)
+	if _, err := w.Write(hdr); err != nil {
+		return err
+	}
+	buf := make([]byte, 32<<10)
+	for off := 0; off < padding; {
+		n := min(len(buf), padding-off)
+		for i := range buf[:n] {
+			buf[i] = byte(off + i)
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+// readSnapshot reads what writeSnapshot wrote, to the end, and checks it.
+func readSnapshot(r io.Reader) (index uint64, d check.Digest, err error) {
+	hdr := make([]byte, 16+len(d))
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return 0, d, fmt.Errorf("read snapshot header: %w", err)
+	}
+	index = binary.BigEndian.Uint64(hdr)
+	padding := binary.BigEndian.Uint64(hdr[8:])
+	copy(d[:], hdr[16:])
+	buf := make([]byte, 32<<10)
+	var off uint64
+	for {
+		n, err := r.Read(buf)
+		for i := range buf[:n] {
+			if buf[i] != byte(off+uint64(i)) {
+				return 0, d, fmt.Errorf("snapshot filler byte %d is wrong", off+uint64(i))
+			}
+		}
+		off += uint64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, d, fmt.Errorf("read snapshot: %w", err)
+		}
+	}
+	if off != padding {
+		return 0, d, fmt.Errorf("snapshot has %d filler bytes, want %d", off, padding)
+	}
+	return index, d, nil
 }
