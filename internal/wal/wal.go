@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+
+	"github.com/raftkit/raft/internal/wal/walfs"
 )
 
 // Entry is one entry of the replicated log, as the WAL stores it.
@@ -96,8 +98,9 @@ func (o *Options) validate() error {
 
 var (
 	// ErrLocked is returned by Open when another process, or another WAL
-	// in this process, has the directory open.
-	ErrLocked = errors.New("wal: directory is locked")
+	// in this process, has the directory open. It is walfs.ErrLocked, the
+	// error an FS's Lock wraps.
+	ErrLocked = walfs.ErrLocked
 	// ErrMismatch is returned by Open when the directory holds the WAL of
 	// another node or cluster (its NodeID or ClusterID differ from
 	// Options). Open writes nothing in that case.
