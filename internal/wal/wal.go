@@ -462,6 +462,32 @@ func (w *WAL) Close() error {
 	return err
 }
 
+// Abandon closes the WAL the way the death of its process (kill -9) would:
+// the records buffered by Append, TruncateFrom and SetHardState and not
+// yet written to the file are dropped, nothing is written or fsynced, the
+// active segment is closed and the directory lock released. What was
+// already written to the file system stays there, synced or not; whether
+// a power loss then keeps the unsynced part is up to the file system. It
+// returns how many buffered bytes it dropped. It is meant for tests of
+// crash recovery. Later calls, and Close, return zero values; the other
+// methods return ErrClosed.
+func (w *WAL) Abandon() (dropped int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.isClosed {
+		return 0
+	}
+	dropped = len(w.buf)
+	w.isClosed = true
+	if w.f != nil {
+		w.f.Close() // a dying process does not see close errors either
+		w.f = nil
+	}
+	w.lock.Close()
+	w.buf = nil
+	return dropped
+}
+
 // end is the offset in the active segment at which the next record goes.
 func (w *WAL) end() int64 { return w.fileSize + int64(len(w.buf)) }
 

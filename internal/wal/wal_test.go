@@ -255,6 +255,41 @@ func TestOpen_MismatchWritesNothing(t *testing.T) {
 	assert.Equal(t, before, fsys.Files(testDir))
 }
 
+// TestAbandon_LikeKill9 abandons a WAL as a killed process would: what it
+// had only buffered is gone, what it had written stays (synced or not), the
+// lock is free, and the WAL refuses further use.
+func TestAbandon_LikeKill9(t *testing.T) {
+	fsys := faultfs.New()
+	opts := memOpts(t, fsys)
+	opts.flushBytes = 300
+	w, _ := mustOpen(t, testDir, opts)
+	m := model{}.appendEnts(makeEntries(1, 3, 1, 20))
+	require.NoError(t, w.Append(m.ents))
+	require.NoError(t, w.Sync())
+	// Written to the file by the flush at 300 bytes, but never synced.
+	written := makeEntries(4, 1, 1, 400)
+	require.NoError(t, w.Append(written))
+	require.Positive(t, fsys.Unsynced())
+	// Only buffered.
+	require.NoError(t, w.Append(makeEntries(5, 1, 1, 10)))
+	require.NoError(t, w.SetHardState(HardState{Term: 1, Commit: 5}))
+
+	require.Positive(t, w.Abandon())
+	require.Zero(t, w.Abandon())
+	require.NoError(t, w.Close())
+	require.ErrorIs(t, w.Append(makeEntries(5, 1, 1, 1)), ErrClosed)
+	require.ErrorIs(t, w.Sync(), ErrClosed)
+
+	// A power loss now may drop the unsynced write: the synced state stays.
+	_, st := mustOpen(t, testDir, memOpts(t, fsys.Crash(faultfs.CrashPlan{})))
+	requireState(t, m, st)
+	// The process restarts on the same machine: the written entry is there,
+	// the buffered ones are not; and the lock was released.
+	w, st = mustOpen(t, testDir, memOpts(t, fsys))
+	requireState(t, m.appendEnts(written), st)
+	require.NoError(t, w.Close())
+}
+
 func TestClose_Idempotent(t *testing.T) {
 	w, _ := mustOpen(t, testDir, memOpts(t, faultfs.New()))
 	require.NoError(t, w.Close())
