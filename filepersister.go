@@ -66,11 +66,18 @@ type FilePersister struct {
 // file-system error (for a path that is a file or not writable); on any
 // error nothing is written.
 func OpenFilePersister(dir string, id NodeID, opts FileOptions) (*FilePersister, error) {
+	return openFilePersister(dir, id, opts, nil)
+}
+
+// openFilePersister is OpenFilePersister on the file system fsys; nil means
+// the operating system's. Tests pass an in-memory one that injects faults
+// (see export_test.go).
+func openFilePersister(dir string, id NodeID, opts FileOptions, fsys wal.FS) (*FilePersister, error) {
 	if id == 0 {
 		return nil, fmt.Errorf("raft: OpenFilePersister %s: node ID 0 is not valid", dir)
 	}
 	p := &FilePersister{dir: dir, opts: wal.Options{
-		NodeID: uint64(id), ClusterID: opts.ClusterID, SegmentSize: opts.SegmentSize, Logger: opts.Logger,
+		NodeID: uint64(id), ClusterID: opts.ClusterID, SegmentSize: opts.SegmentSize, FS: fsys, Logger: opts.Logger,
 	}}
 	if err := p.open(); err != nil {
 		return nil, err
@@ -198,4 +205,19 @@ func (p *FilePersister) Close() error {
 	}
 	p.closed = true
 	return p.w.Close()
+}
+
+// kill abandons the storage as the death of the process would: what the
+// log had buffered and not yet written is dropped, nothing is synced, the
+// files are closed and the directory released (see wal.WAL.Abandon). It
+// returns how many buffered bytes were dropped. For crash tests; the
+// FilePersister is closed afterwards.
+func (p *FilePersister) kill() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0
+	}
+	p.closed = true
+	return p.w.Abandon()
 }
