@@ -108,7 +108,10 @@ func (p *FilePersister) open() error {
 
 // Load implements Persister. It returns the state as of the last write: what
 // the directory held when opened, or, after writes, what it holds now (it
-// closes and reopens the log, as a restarted process would).
+// closes and reopens the log, as a restarted process would). After a failed
+// write or sync (a full disk, say), which fails every later write, Load
+// still reopens the directory and returns what reached the disk, as after a
+// crash: the Node reported nothing durable that the failure lost.
 func (p *FilePersister) Load() (PersistentState, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -118,12 +121,15 @@ func (p *FilePersister) Load() (PersistentState, error) {
 	if p.stale {
 		// Reopen, as a restarted process would. The directory is unlocked
 		// between the two: another opener could take it, and this Load
-		// then fails with ErrLocked.
-		err := p.w.Close()
-		if err == nil {
-			err = p.open()
+		// then fails with ErrLocked. Close fails if the log failed
+		// before (its error is sticky) or cannot sync what it buffered;
+		// it releases the directory all the same, and a restarted
+		// process would not see that error either, so it does not stop
+		// the reopen: recovery reads what is on disk.
+		if err := p.w.Close(); err != nil && p.opts.Logger != nil {
+			p.opts.Logger.Warn("raft: closing the storage before reopening it failed; reopening recovers what reached the disk", "dir", p.dir, "err", err)
 		}
-		if err != nil {
+		if err := p.open(); err != nil {
 			p.closed = true
 			return PersistentState{}, fmt.Errorf("raft: reopen storage %s: %w", p.dir, err)
 		}

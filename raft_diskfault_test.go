@@ -674,3 +674,37 @@ func TestDisk_KillPersistOneNodeKeepsAcknowledged(t *testing.T) {
 	testPersistOneNodeKeepsAcknowledged(t, disks.options())
 	require.GreaterOrEqual(t, disks.stats().crashes, 5)
 }
+
+// TestDisk_FullNodeRestartsOnSameFilePersister restarts a node whose disk
+// filled up on the same FilePersister, as rafttest's Restart does when the
+// persister has no Crash method: Load must reopen the directory as a
+// restarted process would, not refuse because the log it closes had
+// failed.
+func TestDisk_FullNodeRestartsOnSameFilePersister(t *testing.T) {
+	fsys := faultfs.New()
+	fopts := raft.FileOptions{ClusterID: diskClusterID, SegmentSize: diskSegmentSize}
+	p, err := raft.OpenFilePersisterOn(fsys, "/data/node1", 1, fopts)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Close()) }) // after the Cluster's
+	c := rafttest.NewCluster(t, 1, rafttest.Options{Persister: func(raft.NodeID) raft.Persister { return p }})
+	c.Leader()
+	acked := map[uint64]string{}
+	for i := range 10 {
+		cmd := fmt.Sprintf("same-%d", i)
+		index, err := diskProposeWait(c, 1, cmd)
+		require.NoError(t, err)
+		acked[index] = cmd
+	}
+	fsys.SetSpace(10)
+	_, err = diskProposeWait(c, 1, "same-refused")
+	requireDiskFull(t, err, "ProposeWait on the full disk")
+
+	fsys.SetSpace(-1)
+	c.Restart(1) // Load on p, whose log failed
+	c.Leader()
+	_, err = diskProposeWait(c, 1, "same-after-restart")
+	require.NoError(t, err)
+	for index, cmd := range acked {
+		wantApplied(t, c, index, 1, cmd)
+	}
+}
