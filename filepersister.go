@@ -67,11 +67,18 @@ type FilePersister struct {
 // file-system error (for a path that is a file or not writable); on any
 // error nothing is written.
 func OpenFilePersister(dir string, id NodeID, opts FileOptions) (*FilePersister, error) {
+	return openFilePersister(dir, id, opts, nil)
+}
+
+// openFilePersister is OpenFilePersister on the file system fsys; nil means
+// the operating system's. Tests pass an in-memory one that injects faults
+// (see export_test.go).
+func openFilePersister(dir string, id NodeID, opts FileOptions, fsys wal.FS) (*FilePersister, error) {
 	if id == 0 {
 		return nil, fmt.Errorf("raft: OpenFilePersister %s: node ID 0 is not valid", dir)
 	}
 	p := &FilePersister{dir: dir, opts: wal.Options{
-		NodeID: uint64(id), ClusterID: opts.ClusterID, SegmentSize: opts.SegmentSize, Logger: opts.Logger,
+		NodeID: uint64(id), ClusterID: opts.ClusterID, SegmentSize: opts.SegmentSize, FS: fsys, Logger: opts.Logger,
 	}}
 	if err := p.open(); err != nil {
 		return nil, err
@@ -102,7 +109,10 @@ func (p *FilePersister) open() error {
 
 // Load implements Persister. It returns the state as of the last write: what
 // the directory held when opened, or, after writes, what it holds now (it
-// closes and reopens the log, as a restarted process would).
+// closes and reopens the log, as a restarted process would). After a failed
+// write or sync (a full disk, say), which fails every later write, Load
+// still reopens the directory and returns what reached the disk, as after a
+// crash: the Node reported nothing durable that the failure lost.
 func (p *FilePersister) Load() (PersistentState, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -112,12 +122,15 @@ func (p *FilePersister) Load() (PersistentState, error) {
 	if p.stale {
 		// Reopen, as a restarted process would. The directory is unlocked
 		// between the two: another opener could take it, and this Load
-		// then fails with ErrLocked.
-		err := p.w.Close()
-		if err == nil {
-			err = p.open()
+		// then fails with ErrLocked. Close fails if the log failed
+		// before (its error is sticky) or cannot sync what it buffered;
+		// it releases the directory all the same, and a restarted
+		// process would not see that error either, so it does not stop
+		// the reopen: recovery reads what is on disk.
+		if err := p.w.Close(); err != nil && p.opts.Logger != nil {
+			p.opts.Logger.Warn("raft: closing the storage before reopening it failed; reopening recovers what reached the disk", "dir", p.dir, "err", err)
 		}
-		if err != nil {
+		if err := p.open(); err != nil {
 			p.closed = true
 			return PersistentState{}, fmt.Errorf("raft: reopen storage %s: %w", p.dir, err)
 		}
@@ -199,6 +212,21 @@ func (p *FilePersister) Close() error {
 	}
 	p.closed = true
 	return p.w.Close()
+}
+
+// kill abandons the storage as the death of the process would: what the
+// log had buffered and not yet written is dropped, nothing is synced, the
+// files are closed and the directory released (see wal.WAL.Abandon). It
+// returns how many buffered bytes were dropped. For crash tests; the
+// FilePersister is closed afterwards.
+func (p *FilePersister) kill() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0
+	}
+	p.closed = true
+	return p.w.Abandon()
 }
 
 // errFileSnapshots: snapshots on FilePersister are being built (issue 6);

@@ -85,6 +85,14 @@ func diskCheckDir(t *testing.T, dir string, id raft.NodeID, fopts raft.FileOptio
 		t.Errorf("load node %d's directory: %v", id, err)
 		return
 	}
+	diskCheckState(t, id, st)
+	t.Logf("node %d: %d entries, hard state %+v, %d segments", id, len(st.Entries), st.HardState, len(fpSegments(t, dir)))
+}
+
+// diskCheckState checks that st is a log a Node would accept: entries
+// 1..n, terms never decreasing, commit within the log.
+func diskCheckState(t *testing.T, id raft.NodeID, st raft.PersistentState) {
+	t.Helper()
 	for i, e := range st.Entries {
 		if e.Index != uint64(i)+1 || (i > 0 && e.Term < st.Entries[i-1].Term) {
 			t.Errorf("node %d: entry %d is {index %d, term %d} after term %d", id, i, e.Index, e.Term, st.Entries[max(i, 1)-1].Term)
@@ -94,7 +102,6 @@ func diskCheckDir(t *testing.T, dir string, id raft.NodeID, fopts raft.FileOptio
 	if st.HardState.Commit > uint64(len(st.Entries)) {
 		t.Errorf("node %d: commit %d beyond the last index %d", id, st.HardState.Commit, len(st.Entries))
 	}
-	t.Logf("node %d: %d entries, hard state %+v, %d segments", id, len(st.Entries), st.HardState, len(fpSegments(t, dir)))
 }
 
 func TestDisk_Persist1(t *testing.T) { testPersist1(t, diskOptions(t)) }

@@ -9,14 +9,16 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/raftkit/raft/internal/faultfs"
 )
 
 // syncedWAL writes a WAL over several segments, all synced, whose last
 // record is a one-entry append. It returns the file system, the state
 // before and after that last record, and the offset of the last record in
 // the last segment.
-func syncedWAL(t *testing.T) (fsys *memFS, before, after model, lastOff int64) {
-	fsys = newMemFS()
+func syncedWAL(t *testing.T) (fsys *faultfs.FS, before, after model, lastOff int64) {
+	fsys = faultfs.New()
 	w, _ := mustOpen(t, testDir, quietOpts(fsys))
 	var m model
 	for i := 0; i < 12; i++ {
@@ -47,18 +49,18 @@ func syncedWAL(t *testing.T) (fsys *memFS, before, after model, lastOff int64) {
 // data.
 func TestBitFlips(t *testing.T) {
 	fsys, before, _, lastOff := syncedWAL(t)
-	orig := fsys.files(testDir)
+	orig := fsys.Files(testDir)
 	segs := segments(t, fsys, testDir)
 	lastSeg := segs[len(segs)-1]
 	flips, corrupt, cut := 0, 0, 0
 	for _, name := range segs {
 		for i := range orig[name] {
 			for _, n := range segs {
-				fsys.setFile(segPath(n), orig[n])
+				fsys.SetFile(segPath(n), orig[n])
 			}
 			data := slices.Clone(orig[name])
 			data[i] ^= 1 << (i % 8)
-			fsys.setFile(segPath(name), data)
+			fsys.SetFile(segPath(name), data)
 			flips++
 			w, st, err := Open(testDir, quietOpts(fsys))
 			if err != nil {
@@ -74,7 +76,7 @@ func TestBitFlips(t *testing.T) {
 			require.True(t, name == lastSeg && int64(i) >= lastOff,
 				"flip at %s byte %d (last record at %d) was not detected", name, i, lastOff)
 			require.NoError(t, before.matches(st, 0), "%s byte %d", name, i)
-			require.Len(t, fsys.files(testDir)[name], int(lastOff), "the last record is cut")
+			require.Len(t, fsys.Files(testDir)[name], int(lastOff), "the last record is cut")
 		}
 	}
 	t.Logf("%d flips: %d ErrCorrupt, %d cut the last record", flips, corrupt, cut)
@@ -88,28 +90,28 @@ func TestRecovery_TornTail(t *testing.T) {
 	fsys, before, after, lastOff := syncedWAL(t)
 	segs := segments(t, fsys, testDir)
 	lastPath := segPath(segs[len(segs)-1])
-	orig := fsys.files(testDir)[segs[len(segs)-1]]
+	orig := fsys.Files(testDir)[segs[len(segs)-1]]
 
 	for n := lastOff; n < int64(len(orig)); n++ {
-		fsys.setFile(lastPath, orig[:n])
+		fsys.SetFile(lastPath, orig[:n])
 		w, st := mustOpen(t, testDir, quietOpts(fsys))
 		require.NoError(t, w.Close())
 		require.NoError(t, before.matches(st, 0), "cut at %d", n)
-		require.Len(t, fsys.files(testDir)[segs[len(segs)-1]], int(lastOff))
+		require.Len(t, fsys.Files(testDir)[segs[len(segs)-1]], int(lastOff))
 	}
 	for _, tail := range [][]byte{make([]byte, 1), make([]byte, 4096), []byte("garbage after the log"), orig[lastOff : lastOff+20]} {
-		fsys.setFile(lastPath, append(slices.Clone(orig), tail...))
+		fsys.SetFile(lastPath, append(slices.Clone(orig), tail...))
 		w, st := mustOpen(t, testDir, quietOpts(fsys))
 		require.NoError(t, w.Close())
 		require.NoError(t, after.matches(st, 0))
-		require.Equal(t, orig, fsys.files(testDir)[segs[len(segs)-1]])
+		require.Equal(t, orig, fsys.Files(testDir)[segs[len(segs)-1]])
 	}
 }
 
 func TestRecovery_MissingSegment(t *testing.T) {
 	fsys, _, _, _ := syncedWAL(t)
 	segs := segments(t, fsys, testDir)
-	fsys.removeFile(segPath(segs[1]))
+	fsys.RemoveFile(segPath(segs[1]))
 	_, _, err := Open(testDir, quietOpts(fsys))
 	require.ErrorIs(t, err, ErrCorrupt)
 	assert.Contains(t, err.Error(), "missing segment")
@@ -119,11 +121,11 @@ func TestRecovery_MissingSegment(t *testing.T) {
 func TestRecovery_CorruptNamesFileAndOffset(t *testing.T) {
 	fsys, _, _, _ := syncedWAL(t)
 	segs := segments(t, fsys, testDir)
-	data := fsys.files(testDir)[segs[0]]
+	data := fsys.Files(testDir)[segs[0]]
 	_, _, size, bad := readRecord(data, 0)
 	require.Empty(t, bad)
 	data[size+headerSize+3] ^= 0xff // the body of the record after the metadata
-	fsys.setFile(segPath(segs[0]), data)
+	fsys.SetFile(segPath(segs[0]), data)
 	_, _, err := Open(testDir, quietOpts(fsys))
 	var ce *CorruptError
 	require.True(t, errors.As(err, &ce), "%v", err)
@@ -253,10 +255,10 @@ func TestRecovery_Rules(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fsys := newMemFS()
+			fsys := faultfs.New()
 			require.NoError(t, fsys.MkdirAll(testDir, 0o700))
 			for name, data := range tt.files {
-				fsys.setFile(segPath(name), data)
+				fsys.SetFile(segPath(name), data)
 			}
 			w, st, err := Open(testDir, quietOpts(fsys))
 			if tt.wantErr != "" {
@@ -282,9 +284,9 @@ func TestRecovery_BogusLength(t *testing.T) {
 		rec[4] = recEntries
 		binary.LittleEndian.PutUint32(rec[12:16], headerCRC(rec, int64(len(seg))))
 		seg = append(seg, rec...)
-		fsys := newMemFS()
+		fsys := faultfs.New()
 		require.NoError(t, fsys.MkdirAll(testDir, 0o700))
-		fsys.setFile(segPath("0000000000000000-0000000000000001.wal"), seg)
+		fsys.SetFile(segPath("0000000000000000-0000000000000001.wal"), seg)
 
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -303,7 +305,7 @@ func TestRecovery_BogusLength(t *testing.T) {
 // offset a record was written at), so Open cuts the tail instead of
 // reporting damage.
 func TestRecovery_RecordInsideData(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _ := mustOpen(t, testDir, quietOpts(fsys))
 	require.NoError(t, w.Append(makeEntries(1, 1, 1, 10)))
 	require.NoError(t, w.Sync())
@@ -317,12 +319,12 @@ func TestRecovery_RecordInsideData(t *testing.T) {
 	require.NoError(t, w.Append([]Entry{{Index: 2, Term: 1, Data: data}}))
 	require.NoError(t, w.Close())
 	name := segments(t, fsys, testDir)[0]
-	seg := fsys.files(testDir)[name]
+	seg := fsys.Files(testDir)[name]
 	innerAt := off + headerSize + entriesHeaderSize + entryHeaderSize + 7
 	require.Equal(t, inner, seg[innerAt:innerAt+int64(len(inner))])
 	require.Zero(t, innerAt%recordAlign)
 
-	fsys.setFile(segPath(name), seg[:innerAt+int64(len(inner))+10]) // torn after the inner record
+	fsys.SetFile(segPath(name), seg[:innerAt+int64(len(inner))+10]) // torn after the inner record
 	w, st := mustOpen(t, testDir, quietOpts(fsys))
 	require.NoError(t, w.Close())
 	require.NoError(t, model{}.appendEnts(makeEntries(1, 1, 1, 10)).matches(st, 0))

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/raftkit/raft/internal/faultfs"
 )
 
 // op is one call of a workload on a WAL.
@@ -121,24 +123,24 @@ func (h *history) check(st State) error {
 // crashPlans are the ways a crash may treat pending changes: drop them
 // all, keep them all, tear the last write of every file at several places,
 // and random prefixes per file and directory.
-func crashPlans() map[string]crashPlan {
+func crashPlans() map[string]faultfs.CrashPlan {
 	all := func(n int) int { return n }
-	plans := map[string]crashPlan{
-		"drop-all": {dirKeep: func(int) int { return 0 }, fileKeep: func(int) int { return 0 }, cut: func(int) int { return 0 }},
-		"keep-all": {dirKeep: all, fileKeep: all, cut: func(int) int { return 0 }},
+	plans := map[string]faultfs.CrashPlan{
+		"drop-all": {DirKeep: func(int) int { return 0 }, FileKeep: func(int) int { return 0 }, Cut: func(int) int { return 0 }},
+		"keep-all": {DirKeep: all, FileKeep: all, Cut: func(int) int { return 0 }},
 	}
 	for name, cut := range map[string]func(n int) int{
 		"tear-1":    func(int) int { return 1 },
 		"tear-half": func(n int) int { return n / 2 },
 		"tear-n-1":  func(n int) int { return n - 1 },
 	} {
-		plans[name] = crashPlan{dirKeep: all, fileKeep: func(n int) int { return max(0, n-1) }, cut: cut}
+		plans[name] = faultfs.CrashPlan{DirKeep: all, FileKeep: func(n int) int { return max(0, n-1) }, Cut: cut}
 	}
 	for seed := range uint64(3) {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		pick := func(n int) int { return rng.IntN(n + 1) }
-		plans["random-"+strconv.Itoa(int(seed))] = crashPlan{
-			dirKeep: pick, fileKeep: pick, cut: func(n int) int { return rng.IntN(n) },
+		plans["random-"+strconv.Itoa(int(seed))] = faultfs.CrashPlan{
+			DirKeep: pick, FileKeep: pick, Cut: func(n int) int { return rng.IntN(n) },
 		}
 	}
 	return plans
@@ -170,19 +172,19 @@ func TestCrashConsistency(t *testing.T) {
 		opts.flushBytes = 300 // flush inside appends too, not only at Sync
 
 		// A run without crash counts the operations.
-		fsys := newMemFS()
+		fsys := faultfs.New()
 		opts.FS = fsys
 		w, _, err := Open(testDir, opts)
 		require.NoError(t, err)
 		var h history
 		require.NoError(t, h.run(w, ops))
 		require.NoError(t, w.Close())
-		total := fsys.ops
+		total := fsys.Ops()
 
 		for crashAt := 1; crashAt <= total+1; crashAt++ {
 			points++
-			fsys := newMemFS()
-			fsys.crashAt = crashAt
+			fsys := faultfs.New()
+			fsys.SetCrashAt(crashAt)
 			opts.FS = fsys
 			var h history
 			w, _, err := Open(testDir, opts)
@@ -192,12 +194,12 @@ func TestCrashConsistency(t *testing.T) {
 				}
 			}
 			if crashAt <= total {
-				require.ErrorIs(t, err, errCrashed, "seed %d crash at %d", seed, crashAt)
+				require.ErrorIs(t, err, faultfs.ErrCrashed, "seed %d crash at %d", seed, crashAt)
 			}
 			for name, plan := range plans {
 				recoveries++
 				where := fmt.Sprintf("seed %d, crash at op %d of %d, plan %s", seed, crashAt, total, name)
-				if err := checkRecovery(t, fsys.crash(plan), opts, &h); err != nil {
+				if err := checkRecovery(t, fsys.Crash(plan), opts, &h); err != nil {
 					t.Fatalf("%s: %v", where, err)
 				}
 			}
@@ -219,8 +221,8 @@ func TestCrashConsistency(t *testing.T) {
 // are still in the page cache: Open must recover a valid state and make it
 // durable, so that a machine crash right after Open (dropping everything
 // unsynced) leaves the same state. It changes fsys.
-func checkProcessCrash(fsys *memFS, opts Options, h *history) error {
-	fsys.restart()
+func checkProcessCrash(fsys *faultfs.FS, opts Options, h *history) error {
+	fsys.Restart()
 	opts.FS = fsys
 	if h.states == nil {
 		h.states = []model{{}}
@@ -232,10 +234,10 @@ func checkProcessCrash(fsys *memFS, opts Options, h *history) error {
 	if err := h.check(st); err != nil {
 		return err
 	}
-	opts.FS = fsys.crash(crashPlan{
-		dirKeep:  func(int) int { return 0 },
-		fileKeep: func(int) int { return 0 },
-		cut:      func(int) int { return 0 },
+	opts.FS = fsys.Crash(faultfs.CrashPlan{
+		DirKeep:  func(int) int { return 0 },
+		FileKeep: func(int) int { return 0 },
+		Cut:      func(int) int { return 0 },
 	})
 	w, st2, err := Open(testDir, opts)
 	if err != nil {
@@ -251,7 +253,7 @@ func checkProcessCrash(fsys *memFS, opts Options, h *history) error {
 
 // checkRecovery opens a crashed file system, checks what it recovers
 // against h, then checks that the WAL works on.
-func checkRecovery(t *testing.T, fsys *memFS, opts Options, h *history) error {
+func checkRecovery(t *testing.T, fsys *faultfs.FS, opts Options, h *history) error {
 	opts.FS = fsys
 	if h.states == nil { // crashed inside the first Open
 		h.states = []model{{}}

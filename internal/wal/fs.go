@@ -5,50 +5,17 @@ import (
 	"io"
 	"io/fs"
 	"os"
+
+	"github.com/raftkit/raft/internal/wal/walfs"
 )
 
-// FS is the file system the WAL works on. It is a seam for tests: OSFS is
-// the real one, and a test can substitute one that injects faults or models
-// a crash. Paths are those of package os (joined with filepath.Join).
-//
-// Implementations must be safe for concurrent use by several WALs; one WAL
-// calls them from one goroutine at a time.
-type FS interface {
-	// MkdirAll creates dir and any missing parents, like os.MkdirAll.
-	MkdirAll(dir string, perm fs.FileMode) error
-	// ReadDir returns the names of the entries of dir, in any order.
-	ReadDir(dir string) ([]string, error)
-	// OpenFile opens a file like os.OpenFile. The WAL uses the flags
-	// os.O_RDONLY, os.O_RDWR, os.O_CREATE, os.O_TRUNC and os.O_APPEND.
-	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
-	// Rename renames a file, replacing newname if it exists, like
-	// os.Rename. It is durable only once SyncDir of its directory returns.
-	Rename(oldname, newname string) error
-	// Remove removes a file, like os.Remove. It is durable only once
-	// SyncDir of its directory returns.
-	Remove(name string) error
-	// SyncDir makes the entries of directory dir (files created, renamed
-	// and removed in it) durable.
-	SyncDir(dir string) error
-	// Lock takes an exclusive lock named by the file name, creating the
-	// file if needed, or returns an error wrapping ErrLocked at once if
-	// someone else holds it. Closing the returned io.Closer releases it.
-	// The lock must also be released when the process dies.
-	Lock(name string) (io.Closer, error)
-}
+// FS is the file system the WAL works on: see walfs.FS, which it names
+// here. OSFS is the real one; a test can substitute one that injects faults
+// or models a crash (internal/faultfs).
+type FS = walfs.FS
 
-// File is an open file of an FS. *os.File implements it.
-type File interface {
-	io.Writer
-	io.ReaderAt
-	io.Closer
-	// Sync makes everything written to the file durable (fsync).
-	Sync() error
-	// Truncate changes the size of the file.
-	Truncate(size int64) error
-	// Stat returns the file's FileInfo; the WAL uses only its Size.
-	Stat() (fs.FileInfo, error)
-}
+// File is an open file of an FS: see walfs.File. *os.File implements it.
+type File = walfs.File
 
 // OSFS is the FS of the operating system, the default. Its zero value is
 // ready to use. Lock uses flock(2) where the platform has it (see Lock).

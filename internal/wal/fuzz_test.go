@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"slices"
 	"testing"
+
+	"github.com/raftkit/raft/internal/faultfs"
 )
 
 // fuzzSegName is the name the fuzzed bytes get: segment 0 from index 1.
@@ -32,7 +34,7 @@ func fixCRCs(data []byte) {
 
 // fuzzSeeds returns the segments of a WAL that holds every kind of record.
 func fuzzSeeds(t testing.TB) [][]byte {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _, err := Open(testDir, quietOpts(fsys))
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +54,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 			t.Fatal(err)
 		}
 	}
-	files := fsys.files(testDir)
+	files := fsys.Files(testDir)
 	var out [][]byte
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		out = append(out, files[name])
@@ -78,16 +80,16 @@ func FuzzReadSegment(f *testing.F) {
 		if fix {
 			fixCRCs(data)
 		}
-		fsys := newMemFS()
+		fsys := faultfs.New()
 		if err := fsys.MkdirAll(testDir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		fsys.setFile(segPath(fuzzSegName), data)
+		fsys.SetFile(segPath(fuzzSegName), data)
 		if second {
 			rec := make([]byte, recordSize(metaSize))
 			encodeMeta(rec[headerSize:], segMeta{version: formatVersion, nodeID: 1, clusterID: 7, seq: 1, firstIndex: 1})
 			sealRecord(rec, recMeta, metaSize, 0)
-			fsys.setFile(segPath("0000000000000001-0000000000000001.wal"), rec)
+			fsys.SetFile(segPath("0000000000000001-0000000000000001.wal"), rec)
 		}
 
 		var before, after runtime.MemStats
@@ -101,7 +103,7 @@ func FuzzReadSegment(f *testing.F) {
 			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrMismatch) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
-			if got := fsys.files(testDir)[fuzzSegName]; !slices.Equal(got, data) {
+			if got := fsys.Files(testDir)[fuzzSegName]; !slices.Equal(got, data) {
 				t.Fatalf("failed Open changed the segment")
 			}
 			return
@@ -117,7 +119,7 @@ func FuzzReadSegment(f *testing.F) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		files := fsys.files(testDir)
+		files := fsys.Files(testDir)
 		w, st2, err := Open(testDir, quietOpts(fsys))
 		if err != nil {
 			t.Fatalf("second Open: %v", err)
@@ -126,7 +128,7 @@ func FuzzReadSegment(f *testing.F) {
 		if !slices.EqualFunc(st.Entries, st2.Entries, entryEqual) || st.HardState != st2.HardState || st.FirstIndex != st2.FirstIndex {
 			t.Fatalf("second Open recovered another state")
 		}
-		for name, content := range fsys.files(testDir) {
+		for name, content := range fsys.Files(testDir) {
 			if !slices.Equal(content, files[name]) {
 				t.Fatalf("second Open changed %s", name)
 			}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+
+	"github.com/raftkit/raft/internal/wal/walfs"
 )
 
 // Entry is one entry of the replicated log, as the WAL stores it.
@@ -96,8 +98,9 @@ func (o *Options) validate() error {
 
 var (
 	// ErrLocked is returned by Open when another process, or another WAL
-	// in this process, has the directory open.
-	ErrLocked = errors.New("wal: directory is locked")
+	// in this process, has the directory open. It is walfs.ErrLocked, the
+	// error an FS's Lock wraps.
+	ErrLocked = walfs.ErrLocked
 	// ErrMismatch is returned by Open when the directory holds the WAL of
 	// another node or cluster (its NodeID or ClusterID differ from
 	// Options). Open writes nothing in that case.
@@ -457,6 +460,32 @@ func (w *WAL) Close() error {
 	}
 	w.buf = nil
 	return err
+}
+
+// Abandon closes the WAL the way the death of its process (kill -9) would:
+// the records buffered by Append, TruncateFrom and SetHardState and not
+// yet written to the file are dropped, nothing is written or fsynced, the
+// active segment is closed and the directory lock released. What was
+// already written to the file system stays there, synced or not; whether
+// a power loss then keeps the unsynced part is up to the file system. It
+// returns how many buffered bytes it dropped. It is meant for tests of
+// crash recovery. Later calls, and Close, return zero values; the other
+// methods return ErrClosed.
+func (w *WAL) Abandon() (dropped int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.isClosed {
+		return 0
+	}
+	dropped = len(w.buf)
+	w.isClosed = true
+	if w.f != nil {
+		w.f.Close() // a dying process does not see close errors either
+		w.f = nil
+	}
+	w.lock.Close()
+	w.buf = nil
+	return dropped
 }
 
 // end is the offset in the active segment at which the next record goes.

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -8,10 +9,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/raftkit/raft/internal/faultfs"
 )
 
 func TestOpen_NewDirectory(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, st := mustOpen(t, testDir, memOpts(t, fsys))
 	assert.Equal(t, State{FirstIndex: 1}, st)
 	assert.Equal(t, []string{"0000000000000000-0000000000000001.wal"}, segments(t, fsys, testDir))
@@ -23,12 +26,13 @@ func TestOpen_NewDirectory(t *testing.T) {
 }
 
 func TestOpen_InvalidOptions(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	_, _, err := Open(testDir, Options{FS: fsys, SegmentSize: 100})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "NodeID is zero")
 	assert.Contains(t, err.Error(), "SegmentSize 100")
-	assert.Empty(t, fsys.dirs, "nothing created")
+	_, err = fsys.ReadDir("/") // MkdirAll would have created it
+	assert.ErrorIs(t, err, fs.ErrNotExist, "nothing created")
 }
 
 // TestRoundTrip writes every kind of record over many segments, on the
@@ -36,7 +40,7 @@ func TestOpen_InvalidOptions(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	for _, name := range []string{"memfs", "os"} {
 		t.Run(name, func(t *testing.T) {
-			dir, opts := testDir, memOpts(t, newMemFS())
+			dir, opts := testDir, memOpts(t, faultfs.New())
 			if name == "os" {
 				dir, opts.FS = filepath.Join(t.TempDir(), "wal"), nil
 			}
@@ -78,11 +82,11 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestAppend_WrongIndexWritesNothing(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 	require.NoError(t, w.Append(makeEntries(1, 3, 1, 10)))
 	require.NoError(t, w.Sync())
-	before := fsys.files(testDir)
+	before := fsys.Files(testDir)
 
 	err := w.Append(makeEntries(5, 1, 1, 10))
 	require.ErrorContains(t, err, "first index 5, want 4")
@@ -93,7 +97,7 @@ func TestAppend_WrongIndexWritesNothing(t *testing.T) {
 	big := []Entry{{Index: 4, Term: 1, Data: make([]byte, maxEntryDataSize+1)}}
 	require.ErrorContains(t, w.Append(big), "more than the")
 	require.NoError(t, w.Sync())
-	assert.Equal(t, before, fsys.files(testDir), "refused appends wrote nothing")
+	assert.Equal(t, before, fsys.Files(testDir), "refused appends wrote nothing")
 
 	// A refused Append is not a failure of the WAL: it goes on.
 	require.NoError(t, w.Append(makeEntries(4, 1, 1, 10)))
@@ -103,16 +107,16 @@ func TestAppend_WrongIndexWritesNothing(t *testing.T) {
 }
 
 func TestTruncateFrom(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 	require.ErrorContains(t, w.TruncateFrom(0), "index 0")
 	require.NoError(t, w.Append(makeEntries(1, 5, 1, 10)))
 	require.NoError(t, w.Sync())
-	before := fsys.files(testDir)
+	before := fsys.Files(testDir)
 	require.NoError(t, w.TruncateFrom(6), "nothing to remove")
 	require.NoError(t, w.TruncateFrom(100), "nothing to remove")
 	require.NoError(t, w.Sync())
-	assert.Equal(t, before, fsys.files(testDir), "a truncation that removes nothing writes nothing")
+	assert.Equal(t, before, fsys.Files(testDir), "a truncation that removes nothing writes nothing")
 	require.ErrorContains(t, w.Append(makeEntries(7, 1, 1, 10)), "want 6")
 
 	require.NoError(t, w.TruncateFrom(2))
@@ -126,15 +130,15 @@ func TestTruncateFrom(t *testing.T) {
 }
 
 func TestSetHardState_SameWritesNothing(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 	hs := HardState{Term: 2, Vote: 1, Commit: 0}
 	require.NoError(t, w.SetHardState(hs))
 	require.NoError(t, w.Sync())
-	before := fsys.files(testDir)
+	before := fsys.Files(testDir)
 	require.NoError(t, w.SetHardState(hs))
 	require.NoError(t, w.Sync())
-	assert.Equal(t, before, fsys.files(testDir))
+	assert.Equal(t, before, fsys.Files(testDir))
 	require.NoError(t, w.Close())
 	w, st := mustOpen(t, testDir, memOpts(t, fsys))
 	assert.Equal(t, hs, st.HardState)
@@ -144,14 +148,14 @@ func TestSetHardState_SameWritesNothing(t *testing.T) {
 // TestSync_GroupCommit checks that Sync costs one fsync for any number of
 // writes, and none when nothing was written.
 func TestSync_GroupCommit(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	syncs := 0
-	fsys.fault = func(op, path string) error {
+	fsys.SetFault(func(op, path string) error {
 		if op == "sync" {
 			syncs++
 		}
 		return nil
-	}
+	})
 	opts := memOpts(t, fsys)
 	opts.SegmentSize = DefaultSegmentSize
 	w, _ := mustOpen(t, testDir, opts)
@@ -171,7 +175,7 @@ func TestSync_GroupCommit(t *testing.T) {
 func TestLock_SecondOpenFails(t *testing.T) {
 	for _, name := range []string{"memfs", "os"} {
 		t.Run(name, func(t *testing.T) {
-			dir, opts := testDir, memOpts(t, newMemFS())
+			dir, opts := testDir, memOpts(t, faultfs.New())
 			if name == "os" {
 				dir, opts.FS = t.TempDir(), nil
 			}
@@ -203,18 +207,18 @@ func TestOpen_DirectoryIsAFile(t *testing.T) {
 
 func TestOpen_NotWritable(t *testing.T) {
 	t.Run("memfs", func(t *testing.T) {
-		fsys := newMemFS()
+		fsys := faultfs.New()
 		w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 		require.NoError(t, w.Append(makeEntries(1, 3, 1, 10)))
 		require.NoError(t, w.Close())
-		before := fsys.files(testDir)
-		fsys.readOnly = true
+		before := fsys.Files(testDir)
+		fsys.SetReadOnly(true)
 		_, _, err := Open(testDir, memOpts(t, fsys))
 		require.ErrorIs(t, err, syscall.EROFS)
 		t.Log(err)
 		_, _, err = Open("/elsewhere", memOpts(t, fsys))
 		require.ErrorIs(t, err, syscall.EROFS)
-		assert.Equal(t, before, fsys.files(testDir))
+		assert.Equal(t, before, fsys.Files(testDir))
 	})
 	t.Run("os", func(t *testing.T) {
 		if os.Geteuid() == 0 {
@@ -231,15 +235,15 @@ func TestOpen_NotWritable(t *testing.T) {
 }
 
 func TestOpen_MismatchWritesNothing(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 	require.NoError(t, w.Append(makeEntries(1, 40, 1, 50))) // several segments
 	require.NoError(t, w.Close())
 	// Something for Open to repair, which it must not touch either.
-	fsys.setFile(segPath("0000000000000099-0000000000000001.wal.tmp"), []byte("x"))
-	before := fsys.files(testDir)
+	fsys.SetFile(segPath("0000000000000099-0000000000000001.wal.tmp"), []byte("x"))
+	before := fsys.Files(testDir)
 	var ops int
-	fsys.fault = func(op, path string) error { ops++; return nil }
+	fsys.SetFault(func(op, path string) error { ops++; return nil })
 
 	for _, o := range []Options{{NodeID: 2, ClusterID: 7}, {NodeID: 1, ClusterID: 8}} {
 		o.FS = fsys
@@ -248,11 +252,46 @@ func TestOpen_MismatchWritesNothing(t *testing.T) {
 		assert.Contains(t, err.Error(), "written by node 1 of cluster 7")
 	}
 	assert.Zero(t, ops, "no write of any kind")
-	assert.Equal(t, before, fsys.files(testDir))
+	assert.Equal(t, before, fsys.Files(testDir))
+}
+
+// TestAbandon_LikeKill9 abandons a WAL as a killed process would: what it
+// had only buffered is gone, what it had written stays (synced or not), the
+// lock is free, and the WAL refuses further use.
+func TestAbandon_LikeKill9(t *testing.T) {
+	fsys := faultfs.New()
+	opts := memOpts(t, fsys)
+	opts.flushBytes = 300
+	w, _ := mustOpen(t, testDir, opts)
+	m := model{}.appendEnts(makeEntries(1, 3, 1, 20))
+	require.NoError(t, w.Append(m.ents))
+	require.NoError(t, w.Sync())
+	// Written to the file by the flush at 300 bytes, but never synced.
+	written := makeEntries(4, 1, 1, 400)
+	require.NoError(t, w.Append(written))
+	require.Positive(t, fsys.Unsynced())
+	// Only buffered.
+	require.NoError(t, w.Append(makeEntries(5, 1, 1, 10)))
+	require.NoError(t, w.SetHardState(HardState{Term: 1, Commit: 5}))
+
+	require.Positive(t, w.Abandon())
+	require.Zero(t, w.Abandon())
+	require.NoError(t, w.Close())
+	require.ErrorIs(t, w.Append(makeEntries(5, 1, 1, 1)), ErrClosed)
+	require.ErrorIs(t, w.Sync(), ErrClosed)
+
+	// A power loss now may drop the unsynced write: the synced state stays.
+	_, st := mustOpen(t, testDir, memOpts(t, fsys.Crash(faultfs.CrashPlan{})))
+	requireState(t, m, st)
+	// The process restarts on the same machine: the written entry is there,
+	// the buffered ones are not; and the lock was released.
+	w, st = mustOpen(t, testDir, memOpts(t, fsys))
+	requireState(t, m.appendEnts(written), st)
+	require.NoError(t, w.Close())
 }
 
 func TestClose_Idempotent(t *testing.T) {
-	w, _ := mustOpen(t, testDir, memOpts(t, newMemFS()))
+	w, _ := mustOpen(t, testDir, memOpts(t, faultfs.New()))
 	require.NoError(t, w.Close())
 	require.NoError(t, w.Close())
 	require.ErrorIs(t, w.Append(makeEntries(1, 1, 1, 1)), ErrClosed)
@@ -266,7 +305,7 @@ func TestClose_Idempotent(t *testing.T) {
 // sticky, and reopening (with space again) recovers what was synced.
 func TestDiskFull(t *testing.T) {
 	for _, space := range []int64{0, 1, 100, 1000, 3000} {
-		fsys := newMemFS()
+		fsys := faultfs.New()
 		w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 		m := model{}.appendEnts(makeEntries(1, 10, 1, 50))
 		require.NoError(t, w.Append(m.ents))
@@ -274,7 +313,7 @@ func TestDiskFull(t *testing.T) {
 		m.hs = HardState{Term: 1, Commit: 3}
 		require.NoError(t, w.Sync())
 
-		fsys.space = space
+		fsys.SetSpace(space)
 		var err error
 		for i := uint64(11); err == nil; i++ {
 			if err = w.Append(makeEntries(i, 1, 1, 200)); err == nil {
@@ -286,7 +325,7 @@ func TestDiskFull(t *testing.T) {
 		}
 		require.ErrorIs(t, err, syscall.ENOSPC)
 		t.Log(err)
-		fsys.space = -1 // space again: the WAL must still refuse
+		fsys.SetSpace(-1) // space again: the WAL must still refuse
 		require.ErrorIs(t, w.Append(makeEntries(m.next(), 1, 1, 1)), syscall.ENOSPC)
 		require.ErrorIs(t, w.Sync(), syscall.ENOSPC)
 		require.ErrorIs(t, w.SetHardState(HardState{Term: 9}), syscall.ENOSPC)
@@ -304,20 +343,20 @@ func TestDiskFull(t *testing.T) {
 // TestSyncFailure_Sticky: after a failed fsync nobody knows what is on
 // disk, so every later write fails until the WAL is reopened.
 func TestSyncFailure_Sticky(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 	require.NoError(t, w.Append(makeEntries(1, 2, 1, 10)))
 	require.NoError(t, w.Sync())
 	errEIO := syscall.EIO
-	fsys.fault = func(op, path string) error {
+	fsys.SetFault(func(op, path string) error {
 		if op == "sync" {
 			return errEIO
 		}
 		return nil
-	}
+	})
 	require.NoError(t, w.Append(makeEntries(3, 1, 1, 10)))
 	require.ErrorIs(t, w.Sync(), syscall.EIO)
-	fsys.fault = nil // the disk recovers: the WAL must not pretend it did
+	fsys.SetFault(nil) // the disk recovers: the WAL must not pretend it did
 	for _, err := range []error{
 		w.Append(makeEntries(4, 1, 1, 10)),
 		w.TruncateFrom(1),
@@ -344,13 +383,13 @@ func TestSyncFailure_Sticky(t *testing.T) {
 func TestRollover_FailureIsSticky(t *testing.T) {
 	for _, failOp := range []string{"create", "write", "sync", "rename", "syncdir"} {
 		t.Run(failOp, func(t *testing.T) {
-			fsys := newMemFS()
+			fsys := faultfs.New()
 			w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 			m := model{}.appendEnts(makeEntries(1, 10, 1, 60))
 			require.NoError(t, w.Append(m.ents))
 			require.NoError(t, w.Sync())
 			armed := false
-			fsys.fault = func(op, path string) error {
+			fsys.SetFault(func(op, path string) error {
 				if op == "create" {
 					armed = true // the rollover has started
 				}
@@ -358,7 +397,7 @@ func TestRollover_FailureIsSticky(t *testing.T) {
 					return syscall.EIO
 				}
 				return nil
-			}
+			})
 			var err error
 			for i := m.next(); err == nil && i < 200; i++ {
 				err = w.Append(makeEntries(i, 1, 1, 60))
@@ -366,7 +405,7 @@ func TestRollover_FailureIsSticky(t *testing.T) {
 			require.ErrorIs(t, err, syscall.EIO)
 			require.ErrorIs(t, w.Append(makeEntries(500, 1, 1, 1)), syscall.EIO)
 			w.Close()
-			fsys.fault = nil
+			fsys.SetFault(nil)
 			w, st := mustOpen(t, testDir, memOpts(t, fsys))
 			require.NoError(t, m.matches(State{HardState: st.HardState, FirstIndex: 1, Entries: st.Entries[:len(m.ents)]}, 0))
 			require.NoError(t, w.Append(makeEntries(st.FirstIndex+uint64(len(st.Entries)), 1, 2, 1)))
@@ -376,7 +415,7 @@ func TestRollover_FailureIsSticky(t *testing.T) {
 }
 
 func TestReleaseBefore(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	opts := memOpts(t, fsys)
 	w, _ := mustOpen(t, testDir, opts)
 	m := model{}.appendEnts(makeEntries(1, 100, 1, 50))
@@ -418,30 +457,30 @@ func TestReleaseBefore(t *testing.T) {
 }
 
 func TestReleaseBefore_RemoveFailure(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 	require.NoError(t, w.Append(makeEntries(1, 100, 1, 50)))
-	fsys.fault = func(op, path string) error {
+	fsys.SetFault(func(op, path string) error {
 		if op == "remove" {
 			return syscall.EACCES
 		}
 		return nil
-	}
+	})
 	require.ErrorIs(t, w.ReleaseBefore(50), syscall.EACCES)
-	fsys.fault = nil
+	fsys.SetFault(nil)
 	require.NoError(t, w.ReleaseBefore(50), "a failed remove changes nothing, so it is not sticky")
 	require.NoError(t, w.Close())
 }
 
 func TestOpen_RemovesLeftoverTmp(t *testing.T) {
-	fsys := newMemFS()
+	fsys := faultfs.New()
 	w, _ := mustOpen(t, testDir, memOpts(t, fsys))
 	require.NoError(t, w.Close())
 	tmp := "0000000000000001-0000000000000001.wal.tmp"
-	fsys.setFile(segPath(tmp), []byte("half a segment"))
-	fsys.setFile(segPath("README"), []byte("not ours"))
+	fsys.SetFile(segPath(tmp), []byte("half a segment"))
+	fsys.SetFile(segPath("README"), []byte("not ours"))
 	w, _ = mustOpen(t, testDir, memOpts(t, fsys))
-	files := fsys.files(testDir)
+	files := fsys.Files(testDir)
 	assert.NotContains(t, files, tmp)
 	assert.Contains(t, files, "README", "files that are not the WAL's are left alone")
 	require.NoError(t, w.Close())

@@ -1,4 +1,32 @@
-package wal
+// Package faultfs is an in-memory file system for tests of the WAL and of
+// what is built on it: it implements walfs.FS (and so wal.FS), models what
+// a crash of the machine leaves on disk, and injects faults (a full disk, a
+// failing operation, a read-only disk, a machine that dies at a chosen
+// operation). It is internal and meant for tests only.
+//
+// # Durability model
+//
+// A file's content is durable once its Sync returns; the writes and
+// truncations made since are pending. A directory's entries (files
+// created, renamed, removed) are durable once SyncDir returns; the changes
+// since are pending. Crash builds the file system a restarted machine
+// would see: for each directory a prefix of its pending changes, for each
+// file a prefix of its pending writes, the next write possibly cut at any
+// byte; files choose independently of each other, so unsynced writes to
+// different files survive or not independently. Directories created by
+// MkdirAll are durable at once (the WAL does not depend on it). Restart
+// models the process dying alone: nothing written is lost.
+//
+// # Faults
+//
+// SetCrashAt makes the n'th mutating operation (create, write, sync,
+// truncate, rename, remove, syncdir), and every one after it, fail with
+// ErrCrashed without effect: the machine died there. SetFault may fail any
+// mutating operation with an error of its choice, without effect.
+// SetSpace limits how many more bytes writes may add: a write beyond it
+// writes what fits and fails with ENOSPC. SetReadOnly makes every mutating
+// operation fail with EROFS.
+package faultfs
 
 import (
 	"errors"
@@ -11,28 +39,14 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/raftkit/raft/internal/wal/walfs"
 )
 
-// memFS is an in-memory FS that models what a crash leaves on disk, and
-// injects faults.
-//
-// Durability model. A file's content is durable once its Sync returns; the
-// writes and truncations made since are pending. A directory's entries
-// (files created, renamed, removed) are durable once SyncDir returns; the
-// changes since are pending. crash builds the file system a restarted
-// machine would see: for each directory a prefix of its pending changes,
-// for each file a prefix of its pending writes, the next write possibly
-// cut at any byte; files choose independently of each other, so unsynced
-// writes to different files survive or not independently. Directories
-// created by MkdirAll are durable at once (the WAL does not depend on it).
-//
-// Faults. crashAt makes the crashAt'th mutating operation (create, write,
-// sync, truncate, rename, remove, syncdir), and every one after it, fail
-// with errCrashed without effect: the machine died there. fault, if set,
-// may fail any mutating operation with an error of its choice, without
-// effect. space, if >= 0, is how many more bytes writes may add: a write
-// beyond it writes what fits and fails with ENOSPC.
-type memFS struct {
+// FS is the in-memory file system; see the package documentation for its
+// crash model and faults. Create it with New. It is safe for concurrent
+// use.
+type FS struct {
 	mu    sync.Mutex
 	dirs  map[string]*memDir
 	locks map[string]bool
@@ -45,7 +59,11 @@ type memFS struct {
 	readOnly bool
 }
 
-var errCrashed = errors.New("memfs: machine crashed")
+var _ walfs.FS = (*FS)(nil)
+
+// ErrCrashed is the error (wrapped in an *fs.PathError) of every mutating
+// operation from the one SetCrashAt chose: the machine died there.
+var ErrCrashed = errors.New("faultfs: machine crashed")
 
 type memDir struct {
 	cur     map[string]*inode
@@ -71,8 +89,9 @@ type fileOp struct {
 	data  []byte
 }
 
-func newMemFS() *memFS {
-	return &memFS{dirs: map[string]*memDir{}, locks: map[string]bool{}, space: -1}
+// New returns an empty file system with unlimited space and no faults.
+func New() *FS {
+	return &FS{dirs: map[string]*memDir{}, locks: map[string]bool{}, space: -1}
 }
 
 func newMemDir() *memDir {
@@ -82,13 +101,13 @@ func newMemDir() *memDir {
 func pathErr(op, path string, err error) error { return &fs.PathError{Op: op, Path: path, Err: err} }
 
 // step counts a mutating operation and says whether it may proceed.
-func (m *memFS) step(op, path string) error {
+func (m *FS) step(op, path string) error {
 	m.ops++
 	if m.crashAt > 0 && m.ops >= m.crashAt {
 		m.crashed = true
 	}
 	if m.crashed {
-		return pathErr(op, path, errCrashed)
+		return pathErr(op, path, ErrCrashed)
 	}
 	if m.readOnly {
 		return pathErr(op, path, syscall.EROFS)
@@ -101,7 +120,7 @@ func (m *memFS) step(op, path string) error {
 	return nil
 }
 
-func (m *memFS) lookup(path string) (*memDir, string, error) {
+func (m *FS) lookup(path string) (*memDir, string, error) {
 	path = filepath.Clean(path)
 	d := m.dirs[filepath.Dir(path)]
 	if d == nil {
@@ -110,7 +129,8 @@ func (m *memFS) lookup(path string) (*memDir, string, error) {
 	return d, filepath.Base(path), nil
 }
 
-func (m *memFS) MkdirAll(dir string, perm fs.FileMode) error {
+// MkdirAll implements walfs.FS. New directories are durable at once.
+func (m *FS) MkdirAll(dir string, perm fs.FileMode) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	dir = filepath.Clean(dir)
@@ -133,7 +153,8 @@ func (m *memFS) MkdirAll(dir string, perm fs.FileMode) error {
 	return nil
 }
 
-func (m *memFS) ReadDir(dir string) ([]string, error) {
+// ReadDir implements walfs.FS; it lists files and subdirectories, sorted.
+func (m *FS) ReadDir(dir string) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d := m.dirs[filepath.Clean(dir)]
@@ -153,7 +174,9 @@ func (m *memFS) ReadDir(dir string) ([]string, error) {
 	return names, nil
 }
 
-func (m *memFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) {
+// OpenFile implements walfs.FS. Creating a file and truncating it with
+// os.O_TRUNC are mutating operations.
+func (m *FS) OpenFile(name string, flag int, perm fs.FileMode) (walfs.File, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, base, err := m.lookup(name)
@@ -188,7 +211,8 @@ func (m *memFS) OpenFile(name string, flag int, perm fs.FileMode) (File, error) 
 	return &memFile{fs: m, ino: ino, path: name, writable: writable, appendMode: flag&os.O_APPEND != 0}, nil
 }
 
-func (m *memFS) Rename(oldname, newname string) error {
+// Rename implements walfs.FS, within one directory only (else EXDEV).
+func (m *FS) Rename(oldname, newname string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, ob, err := m.lookup(oldname)
@@ -212,7 +236,8 @@ func (m *memFS) Rename(oldname, newname string) error {
 	return nil
 }
 
-func (m *memFS) Remove(name string) error {
+// Remove implements walfs.FS.
+func (m *FS) Remove(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, base, err := m.lookup(name)
@@ -230,7 +255,8 @@ func (m *memFS) Remove(name string) error {
 	return nil
 }
 
-func (m *memFS) SyncDir(dir string) error {
+// SyncDir implements walfs.FS: it makes the directory's entries durable.
+func (m *FS) SyncDir(dir string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d := m.dirs[filepath.Clean(dir)]
@@ -246,7 +272,7 @@ func (m *memFS) SyncDir(dir string) error {
 }
 
 type memLock struct {
-	m    *memFS
+	m    *FS
 	name string
 	once sync.Once
 }
@@ -260,7 +286,9 @@ func (l *memLock) Close() error {
 	return nil
 }
 
-func (m *memFS) Lock(name string) (io.Closer, error) {
+// Lock implements walfs.FS with a lock held in m, released by closing it
+// or by Restart (the process died).
+func (m *FS) Lock(name string) (io.Closer, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	name = filepath.Clean(name)
@@ -271,7 +299,7 @@ func (m *memFS) Lock(name string) (io.Closer, error) {
 		return nil, pathErr("open", name, syscall.EROFS)
 	}
 	if m.locks[name] {
-		return nil, fmt.Errorf("%w: %s (memfs)", ErrLocked, name)
+		return nil, fmt.Errorf("%w: %s (faultfs)", walfs.ErrLocked, name)
 	}
 	m.locks[name] = true
 	return &memLock{m: m, name: name}, nil
@@ -286,7 +314,7 @@ func cloneDir(src map[string]*inode) map[string]*inode {
 }
 
 type memFile struct {
-	fs         *memFS
+	fs         *FS
 	ino        *inode
 	path       string
 	writable   bool
@@ -412,24 +440,37 @@ func (i memInfo) ModTime() time.Time { return time.Time{} }
 func (i memInfo) IsDir() bool        { return false }
 func (i memInfo) Sys() any           { return nil }
 
-// crashPlan chooses what of the pending changes a crash keeps.
-type crashPlan struct {
-	// dirKeep returns how many of a directory's n pending changes survive.
-	dirKeep func(n int) int
-	// fileKeep returns how many of a file's n pending operations survive
-	// whole.
-	fileKeep func(n int) int
-	// cut returns how many bytes, in [0, n), survive of the write that
+// CrashPlan chooses what of the pending changes Crash keeps. Each function
+// is called with a count n and must return a number in the range it
+// names; nil means "keep none" (0).
+type CrashPlan struct {
+	// DirKeep returns how many of a directory's n pending changes
+	// survive, in [0, n].
+	DirKeep func(n int) int
+	// FileKeep returns how many of a file's n pending operations survive
+	// whole, in [0, n].
+	FileKeep func(n int) int
+	// Cut returns how many bytes, in [0, n), survive of the write that
 	// follows the last surviving one.
-	cut func(n int) int
+	Cut func(n int) int
 }
 
-// crash returns the file system a machine restarted after a crash would
-// see. m is left as it was.
-func (m *memFS) crash(plan crashPlan) *memFS {
+func keep(f func(int) int, n int) int {
+	if f == nil {
+		return 0
+	}
+	return f(n)
+}
+
+// Crash returns the file system a machine restarted after a power loss
+// would see: the durable state plus what plan keeps of the pending changes
+// (see the package documentation). The result has no locks, no faults and
+// unlimited space, and all of its content is durable. m is left as it was,
+// so a test may crash it several ways.
+func (m *FS) Crash(plan CrashPlan) *FS {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := newMemFS()
+	out := New()
 	inodes := map[*inode]*inode{} // old -> recovered
 	recoverInode := func(ino *inode) *inode {
 		if r := inodes[ino]; r != nil {
@@ -437,12 +478,12 @@ func (m *memFS) crash(plan crashPlan) *memFS {
 		}
 		r := &inode{data: slices.Clone(ino.synced)}
 		n := len(ino.pending)
-		k := plan.fileKeep(n)
+		k := keep(plan.FileKeep, n)
 		for _, op := range ino.pending[:k] {
 			r.apply(op, len(op.data))
 		}
 		if k < n && !ino.pending[k].trunc && len(ino.pending[k].data) > 0 {
-			r.apply(ino.pending[k], plan.cut(len(ino.pending[k].data)))
+			r.apply(ino.pending[k], keep(plan.Cut, len(ino.pending[k].data)))
 		}
 		r.synced = slices.Clone(r.data)
 		inodes[ino] = r
@@ -456,7 +497,7 @@ func (m *memFS) crash(plan crashPlan) *memFS {
 	for _, p := range dirPaths {
 		d := m.dirs[p]
 		ents := cloneDir(d.durable)
-		k := d.pending[:plan.dirKeep(len(d.pending))]
+		k := d.pending[:keep(plan.DirKeep, len(d.pending))]
 		for _, op := range k {
 			switch op.kind {
 			case 'c':
@@ -493,18 +534,95 @@ func (ino *inode) apply(op fileOp, n int) {
 	}
 }
 
-// restart models the process dying and starting again on the same
+// Restart models the process dying and starting again on the same
 // machine: nothing is lost (unsynced writes stay in the page cache, still
-// unsynced), the dead process's locks are released and faults are off.
-func (m *memFS) restart() {
+// unsynced), the dead process's locks are released, and SetCrashAt and
+// SetFault are off. The space limit and read-only mode stay.
+func (m *FS) Restart() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.crashAt, m.crashed, m.fault = 0, false, nil
 	m.locks = map[string]bool{}
 }
 
-// files returns a copy of the current content of every file in dir.
-func (m *memFS) files(dir string) map[string][]byte {
+// SetCrashAt makes the n'th mutating operation since New (counting from 1),
+// and every one after it, fail with ErrCrashed without effect, as if the
+// machine died there; n <= Ops() makes the next one fail. Zero turns it
+// off, but a crash that happened stays until Restart.
+func (m *FS) SetCrashAt(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.crashAt = n
+}
+
+// Ops returns how many mutating operations have been tried so far, failed
+// ones included.
+func (m *FS) Ops() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ops
+}
+
+// Crashed reports whether the crash SetCrashAt chose has happened (since
+// New or the last Restart).
+func (m *FS) Crashed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.crashed
+}
+
+// SetFault installs f, which is called before every mutating operation
+// with its name (create, write, sync, truncate, rename, remove, syncdir)
+// and path, with the file system locked (f must not call m); a non-nil
+// error fails the operation without effect, wrapped in an *fs.PathError.
+// Nil removes it.
+func (m *FS) SetFault(f func(op, path string) error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fault = f
+}
+
+// SetSpace sets how many more bytes writes may add before the disk is
+// full: a write that needs more writes what fits and fails with an
+// *fs.PathError wrapping syscall.ENOSPC. A negative n means unlimited.
+func (m *FS) SetSpace(n int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.space = n
+}
+
+// SetReadOnly makes every mutating operation, and every open for writing,
+// fail with EROFS, or lifts that.
+func (m *FS) SetReadOnly(ro bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.readOnly = ro
+}
+
+// Unsynced returns how many bytes were written to files since each file's
+// last Sync: the data a power loss (Crash) may drop or cut.
+func (m *FS) Unsynced() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	seen := map[*inode]bool{}
+	for _, d := range m.dirs {
+		for _, ino := range d.cur {
+			if seen[ino] {
+				continue
+			}
+			seen[ino] = true
+			for _, op := range ino.pending {
+				n += int64(len(op.data))
+			}
+		}
+	}
+	return n
+}
+
+// Files returns a copy of the current content of every file in dir,
+// synced or not.
+func (m *FS) Files(dir string) map[string][]byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := map[string][]byte{}
@@ -516,8 +634,9 @@ func (m *memFS) files(dir string) map[string][]byte {
 	return out
 }
 
-// setFile replaces the content of a file (durably), creating it if needed.
-func (m *memFS) setFile(path string, data []byte) {
+// SetFile replaces the content of a file (durably), creating it if needed.
+// Its directory must exist.
+func (m *FS) SetFile(path string, data []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d := m.dirs[filepath.Dir(filepath.Clean(path))]
@@ -530,8 +649,8 @@ func (m *memFS) setFile(path string, data []byte) {
 	ino.data, ino.synced, ino.pending = slices.Clone(data), slices.Clone(data), nil
 }
 
-// removeFile removes a file durably.
-func (m *memFS) removeFile(path string) {
+// RemoveFile removes a file durably. Its directory must exist.
+func (m *FS) RemoveFile(path string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d := m.dirs[filepath.Dir(filepath.Clean(path))]
