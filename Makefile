@@ -34,3 +34,14 @@ sim:
 FUZZTIME ?= 10m
 fuzz-sim:
 	$(GO) test -run '^$$' -fuzz='^FuzzSim$$' -fuzztime=$(FUZZTIME) ./internal/sim
+
+# Snapshots and compaction over a long run: 1,000,000 entries, a snapshot
+# every 10,000; prints and bounds the peak log length, heap and (on disk)
+# directory size. Then the time and peak heap to catch up a new follower
+# with a 100 MiB snapshot (RAFT_BENCH_SNAPSHOT_MIB to change it).
+.PHONY: soak-snapshot bench-snapshot
+soak-snapshot:
+	RAFT_LONG=1 $(GO) test -run '^TestLongRunBoundedMemory$$' -count=1 -v -timeout=30m .
+	RAFT_LONG=1 RAFT_LONG_DISK=1 $(GO) test -run '^TestLongRunBoundedMemory$$' -count=1 -v -timeout=30m .
+bench-snapshot:
+	$(GO) test -run '^$$' -bench='^BenchmarkSnapshotCatchUp$$' -benchtime=1x -count=3 .

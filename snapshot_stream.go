@@ -92,9 +92,10 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 	var (
 		meta      SnapshotMeta
 		r         io.ReadCloser
-		pos       uint64 // offset of the next byte r returns
-		acked     uint64 // bytes the follower holds
-		doneSent  bool   // the last chunk was sent, at offset pos
+		pos       uint64       // offset of the next byte r returns
+		acked     uint64       // bytes the follower holds
+		doneSent  bool         // the last chunk was sent, at offset pos
+		resumed   = ^uint64(0) // offset of the last resume, until the follower moves past it
 		retries   int
 		timer     = time.NewTimer(n.ackTimeout())
 		openAtPos = func(off uint64) error {
@@ -156,6 +157,10 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 			}
 			retries = 0
 			switch {
+			case m.Reject && m.Offset == resumed:
+				// Every chunk in flight past a lost one draws the same
+				// answer; the first already made us resend from there.
+				// If the resent chunk is lost too, the timeout resends.
 			case m.Reject:
 				// The follower holds m.Offset bytes in order and lost or
 				// refused what followed: resume there.
@@ -163,7 +168,7 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 					log.Warn("follower claims more snapshot than sent", "offset", m.Offset, "sent", pos)
 					return false
 				}
-				acked = m.Offset
+				acked, resumed = m.Offset, m.Offset
 				if err := openAtPos(m.Offset); err != nil {
 					log.Error("cannot reopen snapshot to resume", "err", err)
 					return false
@@ -176,6 +181,7 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 				return true
 			}
 		case <-timer.C:
+			resumed = ^uint64(0)
 			if retries++; retries > snapshotRetries {
 				log.Warn("snapshot transfer timed out", "index", meta.Index, "acked", acked)
 				return false

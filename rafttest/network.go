@@ -38,6 +38,7 @@ type Network struct {
 	maxDelay      time.Duration
 	longDelayRate float64
 	longDelayMax  time.Duration
+	drop          func(m raft.Message) bool
 	// Accounting.
 	stats map[raft.NodeID]*Stats
 	// Delayed delivery.
@@ -149,6 +150,16 @@ func (nw *Network) SetDropRate(p float64) {
 	nw.mu.Unlock()
 }
 
+// SetDropFilter makes the network lose every message for which drop returns
+// true, in addition to the other faults; nil removes the filter. drop is
+// called with the network's lock held, once per message sent: it must not
+// call the Network.
+func (nw *Network) SetDropFilter(drop func(m raft.Message) bool) {
+	nw.mu.Lock()
+	nw.drop = drop
+	nw.mu.Unlock()
+}
+
 // SetDuplicateRate makes the network deliver each message twice with
 // probability p.
 func (nw *Network) SetDuplicateRate(p float64) {
@@ -252,7 +263,8 @@ func (nw *Network) send(m raft.Message) {
 	s.MsgsSent++
 	s.BytesSent += size
 	s.SentByType[m.Type]++
-	if nw.closed || !nw.linkUpLocked(m.From, m.To) || (nw.dropRate > 0 && nw.rng.Float64() < nw.dropRate) {
+	if nw.closed || !nw.linkUpLocked(m.From, m.To) || (nw.dropRate > 0 && nw.rng.Float64() < nw.dropRate) ||
+		(nw.drop != nil && nw.drop(m)) {
 		s.Dropped++
 		return
 	}
