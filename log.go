@@ -136,6 +136,16 @@ func (l *raftLog) slice(lo, hi uint64, maxBytes int) []Entry {
 // append adds entries at the end of the log. The caller has checked that they
 // follow lastIndex.
 func (l *raftLog) append(ents ...Entry) {
+	if need := len(l.entries) + len(ents); need > cap(l.entries) {
+		// Double the array ourselves: append grows a large slice by about
+		// a quarter, so a long log would be copied over and over (memmove
+		// was a third of the CPU of a busy leader). Never written in place
+		// below its length (see the type), the old array stays valid for
+		// whoever shares it.
+		grown := make([]Entry, len(l.entries), max(2*cap(l.entries), need, 64))
+		copy(grown, l.entries)
+		l.entries = grown
+	}
 	l.entries = append(l.entries, ents...)
 }
 
@@ -161,7 +171,7 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 		}
 		l.durable = min(l.durable, from-1)
 	}
-	l.entries = append(l.entries, ents...)
+	l.append(ents...)
 }
 
 // compact drops the entries below index from memory, making index the new
