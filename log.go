@@ -77,6 +77,19 @@ func newRaftLog(snap SnapshotMeta, ents []Entry, commit uint64) (*raftLog, error
 	l.applied = snap.Index // the runtime delivers the snapshot first
 	l.durable = last
 	l.unstable = last + 1
+	if snap.Index > 0 {
+		// The Persister's log may still hold what the snapshot replaced: a
+		// crash can come between committing a snapshot and the batch that
+		// truncates and compacts the log behind it, and Load then drops,
+		// in what it returns only, a log that does not lead to the
+		// snapshot. Reconcile the Persister in the first batch, before
+		// anything is appended after the snapshot: compact to it, and if
+		// no entry followed it, truncate whatever remains.
+		l.compactTo = snap.Index
+		if len(ents) == 0 {
+			l.truncateFrom = 1
+		}
+	}
 	return l, nil
 }
 

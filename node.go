@@ -52,17 +52,21 @@ func (n *Node) run(recvc <-chan Message) {
 	c := n.core
 	ticker := time.NewTicker(n.tickInterval())
 	defer ticker.Stop()
-	defer func() {
-		if n.restoreReader != nil {
-			n.restoreReader.Close()
-		}
-	}()
 	var (
 		persistBusy  bool // a batch is with the persist loop
 		pendingApply applyBatch
 		haveApply    bool
 		failed       error
 	)
+	defer func() {
+		// Snapshot readers not handed to the application: close them.
+		if n.restoreReader != nil {
+			n.restoreReader.Close()
+		}
+		if haveApply && pendingApply.restore != nil {
+			pendingApply.restore.r.Close()
+		}
+	}()
 	for {
 		if failed == nil {
 			for _, m := range c.takeMessages() {
@@ -209,7 +213,9 @@ func (n *Node) installSnapshot(in snapInstall) {
 		}
 		delete(n.waiters, idx)
 		if t, ok := c.raftLog.term(idx); matched && ok && t == p.term {
-			p.done <- proposalResult{index: p.index, term: p.term, final: true}
+			// Committed, and in the snapshot: answered once the
+			// application has received the snapshot (see applyLoop).
+			n.restoreWaiters = append(n.restoreWaiters, p)
 		} else {
 			p.done <- proposalResult{index: p.index, term: p.term, err: ErrProposalUnknown, final: true}
 		}
@@ -222,9 +228,19 @@ func (n *Node) installSnapshot(in snapInstall) {
 		n.restoreReader.Close() // an older snapshot not yet delivered: this one replaces it
 	}
 	n.restoreReader = in.r
-	if in.meta.Index > n.snapIndex.Load() {
-		n.snapIndex.Store(in.meta.Index)
+	n.setSnapshot(in.meta)
+}
+
+// setSnapshot records meta as the newest snapshot, for Status and
+// SnapshotDue, unless a newer one is known.
+func (n *Node) setSnapshot(meta SnapshotMeta) {
+	if meta.Index <= n.snapIndex.Load() {
+		return
 	}
+	n.snapIndex.Store(meta.Index)
+	n.mu.Lock()
+	n.st.Snapshot = meta
+	n.mu.Unlock()
 }
 
 func (n *Node) stepMessage(m Message) {
@@ -314,8 +330,9 @@ func (n *Node) handleProposals(first *proposal) {
 func (n *Node) nextApplyBatch() applyBatch {
 	if meta, ok := n.core.takeRestored(); ok {
 		in := &snapInstall{meta: meta, r: n.restoreReader}
-		n.restoreReader = nil
-		return applyBatch{restore: in}
+		b := applyBatch{restore: in, waiters: n.restoreWaiters}
+		n.restoreReader, n.restoreWaiters = nil, nil
+		return b
 	}
 	b := applyBatch{ents: n.core.nextApply(maxApplyBytes)}
 	if len(n.waiters) == 0 {
@@ -386,7 +403,7 @@ func (n *Node) publish() {
 	n.st.ID = n.id
 	n.st.Role, n.st.Term, n.st.Leader = cs.role, cs.term, cs.lead
 	n.st.Commit, n.st.LastIndex = cs.commit, cs.last
-	n.st.Snapshot = cs.snapshot
+	n.st.FirstIndex = cs.snapshot.Index + 1
 	if cs.role != RoleLeader {
 		n.st.Progress = nil
 		return
@@ -461,7 +478,7 @@ func (n *Node) applyLoop() {
 	defer n.wg.Done()
 	defer close(n.applyc)
 	interval := uint64(n.cfg.snapshotInterval())
-	dueBase := ^uint64(0) // the snapshot index SnapshotDue was last set for
+	var lastDue uint64 // the index SnapshotDue was last set on
 	for {
 		var b applyBatch
 		select {
@@ -477,14 +494,19 @@ func (n *Node) applyLoop() {
 				return
 			}
 			n.applied.Store(in.meta.Index)
+			for _, p := range b.waiters {
+				p.done <- proposalResult{index: p.index, term: p.term, final: true}
+			}
 			continue
 		}
 		for i := range b.ents {
 			e := &b.ents[i]
 			if e.Type == EntryNormal {
 				due := false
-				if snap := n.snapIndex.Load(); e.Index >= snap+interval && dueBase != snap {
-					due, dueBase = true, snap
+				// Due an interval past the snapshot, and again every
+				// interval while none is taken (a Snapshot call may fail).
+				if e.Index >= max(n.snapIndex.Load(), lastDue)+interval {
+					due, lastDue = true, e.Index
 				}
 				select {
 				case n.applyc <- ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}:

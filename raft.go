@@ -164,6 +164,9 @@ type Status struct {
 	Commit    uint64 // highest index known committed
 	Applied   uint64 // highest index the application received from ApplyCh (or skipped as internal)
 	LastIndex uint64 // last index in the log
+	// FirstIndex is the first index still in the log: the entries before
+	// it exist only in a snapshot.
+	FirstIndex uint64
 	// Snapshot is the position of the newest snapshot this node has taken
 	// or installed; zero if none.
 	Snapshot SnapshotMeta
@@ -188,7 +191,10 @@ type Node struct {
 	// restoreReader reads the snapshot the core's takeRestored returns
 	// next; the run loop hands both to the apply loop.
 	restoreReader io.ReadCloser
-	logWarnAt     uint64 // log length past the snapshot at which to warn next
+	// restoreWaiters are ProposeWait calls whose entries the snapshot
+	// covers; they are answered once the application has received it.
+	restoreWaiters []*proposal
+	logWarnAt      uint64 // log length past the snapshot at which to warn next
 
 	propc    chan *proposal
 	persistc chan *persistBatch
@@ -278,7 +284,7 @@ func NewNode(cfg Config) (*Node, error) {
 		changec:       make(chan struct{}),
 	}
 	n.applied.Store(st.Snapshot.Index)
-	n.snapIndex.Store(st.Snapshot.Index)
+	n.setSnapshot(st.Snapshot)
 	n.publish()
 	recvc := cfg.Transport.Receive()
 	n.wg.Add(4)

@@ -83,17 +83,26 @@ func (n *Node) Snapshot(ctx context.Context, index uint64, write func(w io.Write
 		w.Abort()
 		return err
 	}
-	if err := w.Commit(); err != nil {
+	err = w.Commit()
+	if err != nil && !errors.Is(err, ErrStaleSnapshot) {
 		return fmt.Errorf("raft: commit snapshot: %w", err)
 	}
-	_, err = n.snapshotRequest(ctx, snapRequest{index: index, compact: true})
-	return err
+	// Durable (or a newer one is): compact, whatever ctx says now; the
+	// run loop answers at once.
+	if _, cerr := n.snapshotRequest(context.Background(), snapRequest{index: index, meta: meta, compact: true}); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("raft: commit snapshot: %w", err)
+	}
+	return nil
 }
 
 // snapRequest asks the run loop for the snapshot position of index (compact
 // false) or to compact the log behind a committed snapshot at index.
 type snapRequest struct {
 	index   uint64
+	meta    SnapshotMeta // with compact: the snapshot committed
 	compact bool
 	reply   chan snapReply
 }
@@ -136,9 +145,7 @@ func (n *Node) handleSnapshotRequest(req snapRequest) {
 		req.reply <- snapReply{meta: SnapshotMeta{Index: req.index, Term: t}}
 		return
 	}
-	if req.index > n.snapIndex.Load() {
-		n.snapIndex.Store(req.index)
-	}
+	n.setSnapshot(req.meta)
 	if trail := uint64(n.cfg.trailingEntries()); req.index > trail {
 		c.compact(req.index - trail)
 	}

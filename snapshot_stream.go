@@ -33,8 +33,9 @@ import (
 const (
 	// snapshotWindow is how many chunks a sender keeps unacknowledged.
 	snapshotWindow = 4
-	// snapshotRetries is how many acknowledgement timeouts in a row end a
-	// transfer as failed; the core then probes and asks for a new one.
+	// snapshotRetries is how many timeouts and refusals in a row, with no
+	// byte acknowledged in between, end a transfer as failed; the core then
+	// probes and asks for a new one.
 	snapshotRetries = 5
 	// chunkQueue is how many accepted chunks wait for the receiver. The run
 	// loop never blocks on it: a chunk that does not fit is dropped, and
@@ -96,7 +97,7 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 		acked     uint64       // bytes the follower holds
 		doneSent  bool         // the last chunk was sent, at offset pos
 		resumed   = ^uint64(0) // offset of the last resume, until the follower moves past it
-		retries   int
+		stalls    int          // timeouts and refusals in a row with no byte acknowledged
 		timer     = time.NewTimer(n.ackTimeout())
 		openAtPos = func(off uint64) error {
 			// Resume from off: reopen, and skip what the follower holds.
@@ -155,7 +156,9 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 			if m.Index != meta.Index || m.LogTerm != meta.Term {
 				continue // about another transfer
 			}
-			retries = 0
+			if m.Offset > acked && !m.Reject {
+				stalls = 0 // progress
+			}
 			switch {
 			case m.Reject && m.Offset == resumed:
 				// Every chunk in flight past a lost one draws the same
@@ -163,7 +166,12 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 				// If the resent chunk is lost too, the timeout resends.
 			case m.Reject:
 				// The follower holds m.Offset bytes in order and lost or
-				// refused what followed: resume there.
+				// refused what followed: resume there. A follower that
+				// keeps refusing (its disk fails) ends the transfer.
+				if stalls++; stalls > snapshotRetries {
+					log.Warn("follower keeps refusing the snapshot", "index", meta.Index, "offset", m.Offset)
+					return false
+				}
 				if m.Offset > pos {
 					log.Warn("follower claims more snapshot than sent", "offset", m.Offset, "sent", pos)
 					return false
@@ -182,7 +190,7 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 			}
 		case <-timer.C:
 			resumed = ^uint64(0)
-			if retries++; retries > snapshotRetries {
+			if stalls++; stalls > snapshotRetries {
 				log.Warn("snapshot transfer timed out", "index", meta.Index, "acked", acked)
 				return false
 			}
@@ -205,9 +213,15 @@ func (n *Node) sendSnapshot(s *snapSender) bool {
 	}
 }
 
-// snapReceiving is the snapshot the receiver is writing.
+// snapReceiving is the snapshot the receiver is writing. A transfer is
+// identified by the snapshot and by the leader and term sending it: two
+// leaders may hold snapshots at the same position whose bytes differ (a
+// map encoded in another order), and chunks of one must never continue the
+// other's.
 type snapReceiving struct {
 	meta   SnapshotMeta
+	from   NodeID
+	term   uint64
 	w      SnapshotWriter // nil when none is being written
 	offset uint64         // bytes written, in order
 }
@@ -237,60 +251,60 @@ func (n *Node) receiveLoop() {
 func (n *Node) receiveChunk(cur *snapReceiving, m Message) {
 	log := n.cfg.logger()
 	meta := SnapshotMeta{Index: m.Index, Term: m.LogTerm}
-	reply := func(reject bool) {
+	reply := func(offset uint64, reject bool) {
 		n.cfg.Transport.Send(Message{Type: MsgSnapResp, From: n.id, To: m.From, Term: m.Term,
-			Index: meta.Index, LogTerm: meta.Term, Offset: cur.offset, Reject: reject})
+			Index: meta.Index, LogTerm: meta.Term, Offset: offset, Reject: reject})
 	}
-	if cur.w == nil || cur.meta != meta {
+	if cur.w == nil || cur.meta != meta || cur.from != m.From || cur.term != m.Term {
 		if m.Offset != 0 {
-			// The middle of a snapshot we are not writing (we restarted, or
-			// aborted it): ask for it from the start.
-			reply(true)
+			// The middle of a transfer we are not writing (we restarted,
+			// aborted it, or hold another one): ask for it from the start.
+			reply(0, true)
 			return
 		}
 		if cur.w != nil {
-			log.Info("abandoning snapshot for a newer transfer", "index", cur.meta.Index, "new_index", meta.Index)
+			log.Info("abandoning a snapshot transfer for a newer one", "index", cur.meta.Index, "from", cur.from,
+				"new_index", meta.Index, "new_from", m.From)
 			cur.w.Abort()
 		}
+		*cur = snapReceiving{}
 		w, err := n.cfg.Persister.CreateSnapshot(meta)
 		if err != nil {
 			log.Error("cannot create snapshot to receive", "index", meta.Index, "err", err)
-			*cur = snapReceiving{meta: meta}
-			reply(true)
+			reply(0, true)
 			return
 		}
-		*cur = snapReceiving{meta: meta, w: w}
+		*cur = snapReceiving{meta: meta, from: m.From, term: m.Term, w: w}
 	}
 	switch {
 	case m.Offset < cur.offset:
-		reply(false) // a duplicate: say where we are
+		reply(cur.offset, false) // a duplicate: say where we are
 		return
 	case m.Offset > cur.offset:
-		reply(true) // a gap: resume from where we are
+		reply(cur.offset, true) // a gap: resume from where we are
 		return
 	}
 	if _, err := cur.w.Write(m.Data); err != nil {
 		log.Error("cannot write received snapshot", "index", meta.Index, "err", err)
 		cur.w.Abort()
-		*cur = snapReceiving{meta: meta}
-		reply(true)
+		*cur = snapReceiving{}
+		reply(0, true)
 		return
 	}
 	cur.offset += uint64(len(m.Data))
 	if !m.Done {
-		reply(false)
+		reply(cur.offset, false)
 		return
 	}
-	w := cur.w
-	cur.w = nil
+	w, size := cur.w, cur.offset
+	*cur = snapReceiving{}
 	if err := w.Commit(); err != nil {
 		if errors.Is(err, ErrStaleSnapshot) {
 			log.Info("received snapshot is older than ours", "index", meta.Index)
 		} else {
 			log.Error("cannot commit received snapshot", "index", meta.Index, "err", err)
 		}
-		cur.offset = 0
-		reply(true)
+		reply(0, true)
 		return
 	}
 	// Open it now, before any newer snapshot can replace it: the
@@ -302,10 +316,10 @@ func (n *Node) receiveChunk(cur *snapReceiving, m Message) {
 	}
 	if err != nil {
 		log.Error("cannot open received snapshot", "index", meta.Index, "err", err)
-		reply(true)
+		reply(0, true)
 		return
 	}
-	reply(false)
+	reply(size, false)
 	select {
 	case n.installc <- snapInstall{meta: meta, from: m.From, r: r}:
 	case <-n.stopc:
