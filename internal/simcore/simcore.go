@@ -134,7 +134,7 @@ type Batch struct {
 	// appended is CompactTo+1.
 	CompactTo uint64
 	Entries   []Entry
-	HardState    *HardState
+	HardState *HardState
 	// MustSync is false when the batch only advances the commit index, which
 	// the runtime writes without a Sync: losing it in a crash is harmless.
 	MustSync     bool
