@@ -124,6 +124,7 @@ const (
 	bugTruncateOnStaleAppend
 	bugVoteWithoutLogCheck
 	bugNoCheckQuorum
+	bugInstallStaleSnapshot // see simCore.InstallSnapshot
 )
 
 // pendingBatch records a persist batch handed to the runtime and not yet

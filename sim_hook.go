@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"fmt"
 	"log/slog"
 
 	"github.com/raftkit/raft/internal/simcore"
@@ -19,7 +20,8 @@ var _ = [1]struct{}{}[simcore.Bug(bugCommitPreviousTerm)^simcore.BugCommitPrevio
 	simcore.Bug(bugVoteBeforePersist)^simcore.BugVoteBeforePersist|
 	simcore.Bug(bugTruncateOnStaleAppend)^simcore.BugTruncateOnStaleAppend|
 	simcore.Bug(bugVoteWithoutLogCheck)^simcore.BugVoteWithoutLogCheck|
-	simcore.Bug(bugNoCheckQuorum)^simcore.BugNoCheckQuorum]
+	simcore.Bug(bugNoCheckQuorum)^simcore.BugNoCheckQuorum|
+	simcore.Bug(bugInstallStaleSnapshot)^simcore.BugInstallStaleSnapshot]
 
 type simCore struct {
 	c         *core
@@ -54,7 +56,8 @@ func newSimCore(cfg simcore.Config, st simcore.DiskState) (simcore.Core, error) 
 		bugs:                plantedBugs(cfg.Bugs),
 	}
 	hs := HardState{Term: st.HardState.Term, Vote: NodeID(st.HardState.Vote), Commit: st.HardState.Commit}
-	c, err := newCore(NodeID(cfg.ID), peers, cc, PersistentState{HardState: hs, Entries: ents}, logger.With("node", cfg.ID))
+	snap := SnapshotMeta{Index: st.Snapshot.Index, Term: st.Snapshot.Term}
+	c, err := newCore(NodeID(cfg.ID), peers, cc, PersistentState{HardState: hs, Snapshot: snap, Entries: ents}, logger.With("node", cfg.ID))
 	if err != nil {
 		return nil, err
 	}
@@ -77,14 +80,41 @@ func toSimMsg(m Message) simcore.Msg {
 	return simcore.Msg{
 		From: uint64(m.From), To: uint64(m.To), Kind: m.Type.String(), Term: m.Term,
 		Index: m.Index, LogTerm: m.LogTerm, Commit: m.Commit, Reject: m.Reject,
-		Entries: len(m.Entries), Raw: m,
+		Entries: len(m.Entries), Offset: m.Offset, Data: m.Data, Done: m.Done, Raw: m,
 	}
+}
+
+// fromSimMsg returns the core's message: Raw, or for a snapshot-transfer
+// message that the simulator built (as the runtime builds them), one made
+// from its fields.
+func fromSimMsg(m simcore.Msg) (Message, error) {
+	if raw, ok := m.Raw.(Message); ok {
+		return raw, nil
+	}
+	var t MessageType
+	switch m.Kind {
+	case simcore.KindSnap:
+		t = MsgSnap
+	case simcore.KindSnapResp:
+		t = MsgSnapResp
+	default:
+		return Message{}, fmt.Errorf("simcore: %s message without the core's value", m.Kind)
+	}
+	return Message{
+		Type: t, From: NodeID(m.From), To: NodeID(m.To), Term: m.Term,
+		Index: m.Index, LogTerm: m.LogTerm, Reject: m.Reject,
+		Offset: m.Offset, Data: m.Data, Done: m.Done,
+	}, nil
 }
 
 func (s *simCore) Tick() { s.c.tick(); s.noteChanges() }
 
 func (s *simCore) Step(m simcore.Msg) error {
-	err := s.c.step(m.Raw.(Message))
+	raw, err := fromSimMsg(m)
+	if err != nil {
+		return err
+	}
+	err = s.c.step(raw)
 	s.noteChanges()
 	return err
 }
@@ -108,7 +138,7 @@ func (s *simCore) Persist() *simcore.Batch {
 		return nil
 	}
 	b := s.c.readyToPersist()
-	sb := &simcore.Batch{Num: b.num, TruncateFrom: b.truncateFrom, MustSync: b.mustSync}
+	sb := &simcore.Batch{Num: b.num, TruncateFrom: b.truncateFrom, CompactTo: b.compactTo, MustSync: b.mustSync}
 	if len(b.entries) > 0 {
 		sb.Entries = make([]simcore.Entry, len(b.entries))
 		for i := range b.entries {
@@ -128,7 +158,7 @@ func (s *simCore) Persist() *simcore.Batch {
 func (s *simCore) Persisted(num uint64) { s.c.persisted(num); s.noteChanges() }
 
 func (s *simCore) Apply(dst []simcore.Entry) []simcore.Entry {
-	for s.c.hasApply() {
+	for l := s.c.raftLog; l.applied < l.committed; {
 		ents := s.c.nextApply(1 << 30)
 		for i := range ents {
 			dst = append(dst, toSimEntry(&ents[i]))
@@ -142,8 +172,49 @@ func (s *simCore) Status() simcore.Status {
 	return simcore.Status{
 		Role: simcore.Role(c.role), Term: c.term, Vote: uint64(c.vote), Lead: uint64(c.lead),
 		Commit: c.raftLog.committed, Applied: c.raftLog.applied, LastIndex: c.raftLog.lastIndex(),
+		SnapIndex: c.raftLog.offset, SnapTerm: c.raftLog.entries[0].Term,
 		Ticks: c.ticks,
 	}
+}
+
+func (s *simCore) Compact(index uint64) { s.c.compact(index); s.noteChanges() }
+
+// InstallSnapshot is the runtime's report that a leader's snapshot is
+// committed locally. With BugInstallStaleSnapshot planted, a follower
+// forgets, just before, that its log is committed past the snapshot, so
+// that the core's never-roll-back check lets the snapshot in.
+func (s *simCore) InstallSnapshot(snap simcore.SnapshotMeta, from uint64) bool {
+	c, l := s.c, s.c.raftLog
+	meta := SnapshotMeta{Index: snap.Index, Term: snap.Term}
+	if c.cfg.bugs&bugInstallStaleSnapshot != 0 && c.role != RoleLeader && meta.Term <= c.term &&
+		l.offset < meta.Index && meta.Index <= l.committed {
+		l.committed = meta.Index - 1 // planted bug: roll back
+		l.applied = min(l.applied, l.committed)
+	}
+	ok := c.installSnapshot(meta, NodeID(from))
+	s.noteChanges()
+	return ok
+}
+
+func (s *simCore) SnapshotFailed(to uint64) { s.c.snapshotFailed(NodeID(to)); s.noteChanges() }
+
+func (s *simCore) SnapshotSends(dst []simcore.SnapshotSend) []simcore.SnapshotSend {
+	for _, ss := range s.c.takeSnapshotSends() {
+		dst = append(dst, simcore.SnapshotSend{To: uint64(ss.to), Snapshot: simcore.SnapshotMeta{Index: ss.meta.Index, Term: ss.meta.Term}})
+	}
+	return dst
+}
+
+func (s *simCore) SnapshotChunks(dst []simcore.Msg) []simcore.Msg {
+	for _, m := range s.c.takeSnapshotChunks() {
+		dst = append(dst, toSimMsg(m))
+	}
+	return dst
+}
+
+func (s *simCore) Restored() (simcore.SnapshotMeta, bool) {
+	m, ok := s.c.takeRestored()
+	return simcore.SnapshotMeta{Index: m.Index, Term: m.Term}, ok
 }
 
 // noteChanges folds the log's replaced and appended positions into changed

@@ -19,8 +19,16 @@ import (
 // the cluster commits again within a bound.
 //
 // Your application sees what a Node would give it: committed commands in
-// log order, once per node incarnation (a restarted node applies from the
-// start again, on a fresh state machine). Ten virtual seconds of a 5-node
+// log order, once per node incarnation; a restarted node applies from the
+// start again, on a fresh state machine. If your state machine implements
+// SimSnapshotter, the nodes also take snapshots of it every few commands
+// and compact their logs, leaders stream snapshots (in chunks, over the
+// same faulty network) to followers that lag behind the compacted log, a
+// follower's state machine is replaced by the snapshot it installs, and a
+// restarted node starts from its newest snapshot. Simulate then also
+// checks that every snapshot taken, installed or restarted from holds, by
+// the hash of its bytes, the state that the first replica to apply that
+// index had there. Ten virtual seconds of a 5-node
 // cluster take a few tens of milliseconds, so a test can afford thousands
 // of seeds; a failing seed replays exactly.
 //
@@ -30,6 +38,7 @@ func Simulate(opts SimOptions) (SimResult, error) {
 	o := sim.Options{
 		Seed: opts.Seed, Nodes: opts.Nodes, Duration: opts.Duration, Clients: opts.Clients,
 		DisablePreVote: opts.DisablePreVote, DisableCheckQuorum: opts.DisableCheckQuorum,
+		SnapshotEvery: opts.SnapshotEvery, DisableSnapshots: opts.DisableSnapshots,
 	}
 	if opts.App != nil {
 		o.App = simApp{opts.App}
@@ -45,6 +54,7 @@ func Simulate(opts SimOptions) (SimResult, error) {
 		Seed: r.Seed, Err: r.Err, Trace: r.Trace, Steps: r.Steps,
 		VirtualTime: r.VirtualTime, Recovery: r.Recovery,
 		Acknowledged: r.Stats.OpsDone, Crashes: r.Stats.Crashes, Terms: r.Stats.Elections,
+		Snapshots: r.Stats.Snapshots, Installs: r.Stats.Installs,
 	}, nil
 }
 
@@ -67,6 +77,14 @@ type SimOptions struct {
 	NoFaults bool
 	// DisablePreVote and DisableCheckQuorum are as in raft.Config.
 	DisablePreVote, DisableCheckQuorum bool
+	// SnapshotEvery is how many commands a node applies between two
+	// snapshots of its state machine (each gap is drawn from SnapshotEvery
+	// to 3*SnapshotEvery/2); zero draws it per run from the seed, from 1 to
+	// 60, with snapshots off in about a quarter of the runs. It matters
+	// only for state machines that implement SimSnapshotter.
+	SnapshotEvery int
+	// DisableSnapshots turns snapshots off.
+	DisableSnapshots bool
 }
 
 // SimApp is an application run by Simulate: it makes the commands the
@@ -82,11 +100,30 @@ type SimApp interface {
 	NewStateMachine() SimStateMachine
 }
 
-// SimStateMachine is one node's copy of a SimApp's state.
+// SimStateMachine is one node's copy of a SimApp's state. It may also
+// implement SimSnapshotter.
 type SimStateMachine interface {
 	// Apply applies a committed command. An error means the command cannot
 	// have come from a client; Simulate reports it as a violation.
 	Apply(cmd []byte) error
+}
+
+// SimSnapshotter is the optional interface of a SimStateMachine that can
+// snapshot its state and restore from a snapshot. With it, Simulate
+// exercises snapshots and log compaction (see Simulate).
+type SimSnapshotter interface {
+	// Snapshot returns the whole state after the last command applied. The
+	// encoding must be deterministic, equal states giving equal bytes
+	// (sort map keys, for instance): Simulate compares replicas by a hash
+	// of it. It is called after every index that no replica had applied
+	// before, and for every snapshot; the bytes are kept and never
+	// modified.
+	Snapshot() ([]byte, error)
+	// Restore replaces the whole state by the one that a Snapshot, of this
+	// replica or another, returned. Whatever the state machine uses to
+	// recognise a retried command must be part of it, or a command retried
+	// after a restore applies twice.
+	Restore(snapshot []byte) error
 }
 
 // SimResult is the outcome of one simulated run.
@@ -107,6 +144,10 @@ type SimResult struct {
 	Acknowledged int
 	// Crashes counts node crashes; Terms counts terms that had a leader.
 	Crashes, Terms int
+	// Snapshots counts the snapshots nodes took of their state machines;
+	// Installs the snapshots followers installed from a leader. Both are
+	// zero unless the state machine implements SimSnapshotter.
+	Snapshots, Installs int
 }
 
 // String describes a failed run: the violation and the trace tail.
@@ -124,8 +165,24 @@ func (a simApp) NextOp(rng *rand.Rand, client, seq uint64) ([]byte, any) {
 	return a.app.NextCommand(rng, client, seq), nil
 }
 
-func (a simApp) NewReplica() sim.Replica { return simReplica{a.app.NewStateMachine()} }
+func (a simApp) NewReplica() sim.Replica {
+	sm := a.app.NewStateMachine()
+	if ss, ok := sm.(SimSnapshotter); ok {
+		return snapReplica{simReplica{sm}, ss}
+	}
+	return simReplica{sm}
+}
 
 type simReplica struct{ sm SimStateMachine }
 
 func (r simReplica) Apply(cmd []byte) (string, error) { return "", r.sm.Apply(cmd) }
+
+// snapReplica is a simReplica whose state machine implements
+// SimSnapshotter: a sim.SnapshotReplica.
+type snapReplica struct {
+	simReplica
+	ss SimSnapshotter
+}
+
+func (r snapReplica) Snapshot() ([]byte, error) { return r.ss.Snapshot() }
+func (r snapReplica) Restore(data []byte) error { return r.ss.Restore(data) }

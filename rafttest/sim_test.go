@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,6 +44,98 @@ func (c *counter) Apply(cmd []byte) error {
 	c.last[client] = seq
 	c.total += binary.LittleEndian.Uint64(cmd[16:])
 	return nil
+}
+
+// snapCounter is a counter that implements SimSnapshotter: its snapshot
+// holds the total and, in client order, each client's last seq (which
+// deduplicates retries, so it must travel with the total).
+type snapCounter struct{ counter }
+
+type snapCounterApp struct{ counterApp }
+
+func (snapCounterApp) NewStateMachine() rafttest.SimStateMachine {
+	return &snapCounter{counter{last: map[uint64]uint64{}}}
+}
+
+func (c *snapCounter) Snapshot() ([]byte, error) {
+	b := binary.LittleEndian.AppendUint64(nil, c.total)
+	clients := make([]uint64, 0, len(c.last))
+	for id := range c.last {
+		clients = append(clients, id)
+	}
+	slices.Sort(clients)
+	for _, id := range clients {
+		b = binary.LittleEndian.AppendUint64(b, id)
+		b = binary.LittleEndian.AppendUint64(b, c.last[id])
+	}
+	return b, nil
+}
+
+func (c *snapCounter) Restore(b []byte) error {
+	if len(b)%16 != 8 {
+		return errors.New("counter: malformed snapshot")
+	}
+	c.total = binary.LittleEndian.Uint64(b)
+	c.last = map[uint64]uint64{}
+	for b = b[8:]; len(b) > 0; b = b[16:] {
+		c.last[binary.LittleEndian.Uint64(b)] = binary.LittleEndian.Uint64(b[8:])
+	}
+	return nil
+}
+
+// A state machine that implements SimSnapshotter gets snapshots, log
+// compaction and snapshot installs; one without gets none.
+func TestSimulateUserAppSnapshots(t *testing.T) {
+	installs := 0
+	for seed := uint64(1); seed <= 10; seed++ {
+		r, err := rafttest.Simulate(rafttest.SimOptions{Seed: seed, Nodes: 3, Duration: 3 * time.Second, App: snapCounterApp{}, SnapshotEvery: 3})
+		require.NoError(t, err)
+		require.NoError(t, r.Err, r.String())
+		require.Greater(t, r.Acknowledged, 50)
+		require.Positive(t, r.Snapshots)
+		installs += r.Installs
+	}
+	require.Positive(t, installs, "no follower installed a snapshot in 10 seeds")
+
+	r, err := rafttest.Simulate(rafttest.SimOptions{Seed: 1, Nodes: 3, Duration: time.Second, App: counterApp{}, SnapshotEvery: 3})
+	require.NoError(t, err)
+	require.NoError(t, r.Err)
+	require.Zero(t, r.Snapshots)
+	r, err = rafttest.Simulate(rafttest.SimOptions{Seed: 1, Nodes: 3, Duration: time.Second, App: snapCounterApp{}, DisableSnapshots: true})
+	require.NoError(t, err)
+	require.NoError(t, r.Err)
+	require.Zero(t, r.Snapshots)
+}
+
+// A snapshot that leaves out part of the state (here the dedup table) is
+// caught: the restored replica's state differs from the others' there.
+type forgetfulApp struct{ snapCounterApp }
+
+func (forgetfulApp) NewStateMachine() rafttest.SimStateMachine {
+	return &forgetful{snapCounter{counter{last: map[uint64]uint64{}}}}
+}
+
+type forgetful struct{ snapCounter }
+
+func (f *forgetful) Restore(b []byte) error {
+	if err := f.snapCounter.Restore(b); err != nil {
+		return err
+	}
+	clear(f.last)
+	return nil
+}
+
+func TestSimulateCatchesIncompleteRestore(t *testing.T) {
+	for seed := uint64(1); seed <= 20; seed++ {
+		r, err := rafttest.Simulate(rafttest.SimOptions{Seed: seed, Nodes: 3, Duration: 3 * time.Second, App: forgetfulApp{}, SnapshotEvery: 2})
+		require.NoError(t, err)
+		if r.Err != nil {
+			t.Logf("seed %d: %v", seed, r.Err)
+			require.ErrorContains(t, r.Err, "differs from the state another replica had there")
+			return
+		}
+	}
+	t.Fatal("a restore that drops the dedup table was not caught in 20 seeds")
 }
 
 func TestSimulateUserApp(t *testing.T) {

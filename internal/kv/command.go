@@ -186,3 +186,16 @@ func (d *decoder) bytes(field string) string {
 	d.buf, d.off = d.buf[n:], d.off+int(n)
 	return s
 }
+
+// count reads a number of items that follow, each at least one byte long:
+// a count beyond the bytes left is malformed (and must not size a map).
+func (d *decoder) count(field string) int {
+	n := d.uvarint(field)
+	if d.err == nil && n > uint64(len(d.buf)) {
+		d.err = fmt.Errorf("%w: %s: %d at offset %d exceeds the %d bytes left", ErrMalformed, field, n, d.off, len(d.buf))
+	}
+	if d.err != nil {
+		return 0
+	}
+	return int(n)
+}

@@ -146,3 +146,106 @@ func TestStore_ReplicasAgree(t *testing.T) {
 	require.Positive(t, dups)
 	require.Positive(t, errs)
 }
+
+// TestStore_SnapshotRestoreKeepsDedup: a replica restored from another's
+// snapshot continues exactly as that replica would: a retry of a command
+// the snapshot covers is a duplicate with the first Result, an older retry
+// is stale, and a new command applies.
+func TestStore_SnapshotRestoreKeepsDedup(t *testing.T) {
+	a := NewStore()
+	apply(t, a, Command{ClientID: 1, Seq: 1, Op: OpPut, Key: "k", Value: "a"})
+	app := Command{ClientID: 1, Seq: 2, Op: OpAppend, Key: "k", Value: "b"}
+	apply(t, a, app)
+	get := Command{ClientID: 2, Seq: 7, Op: OpGet, Key: "k"}
+	apply(t, a, get)
+	apply(t, a, Command{ClientID: 3, Seq: 1, Op: OpPut, Key: "", Value: ""})
+
+	b := NewStore()
+	apply(t, b, Command{ClientID: 9, Seq: 1, Op: OpPut, Key: "old", Value: "gone"}) // replaced whole
+	require.NoError(t, b.Restore(a.Snapshot()))
+	require.Equal(t, a, b)
+	_, ok := b.Get("old")
+	require.False(t, ok, "restore replaces the state, it does not merge")
+
+	require.Equal(t, Result{Value: "a", Dup: true}, apply(t, b, app), "a retry after the restore is still a duplicate")
+	require.Equal(t, Result{Value: "ab", Dup: true}, apply(t, b, get))
+	_, err := b.Apply(Command{ClientID: 1, Seq: 1, Op: OpPut, Key: "k", Value: "a"}.Encode())
+	require.ErrorIs(t, err, ErrStale)
+	v, _ := b.Get("k")
+	require.Equal(t, "ab", v, "the duplicates changed nothing")
+
+	// From here both replicas apply the same commands alike.
+	for i := uint64(3); i < 10; i++ {
+		c := Command{ClientID: 1 + i%3, Seq: 10 + i, Op: Op(1 + i%3), Key: "k", Value: "v"}
+		ra, erra := a.Apply(c.Encode())
+		rb, errb := b.Apply(c.Encode())
+		require.Equal(t, ra, rb)
+		require.Equal(t, erra, errb)
+	}
+	require.Equal(t, a.Snapshot(), b.Snapshot())
+}
+
+// TestStore_SnapshotDeterministic: equal states give equal bytes, however
+// the maps were built; different states give different bytes; the empty
+// store round-trips.
+func TestStore_SnapshotDeterministic(t *testing.T) {
+	cmds := []Command{
+		{ClientID: 1, Seq: 1, Op: OpPut, Key: "x", Value: "1"},
+		{ClientID: 2, Seq: 1, Op: OpPut, Key: "y", Value: "2"},
+		{ClientID: 3, Seq: 1, Op: OpAppend, Key: "z", Value: "3"},
+	}
+	// Independent commands in another order: the same state, built in
+	// another order.
+	a, b := NewStore(), NewStore()
+	for i := range cmds {
+		apply(t, a, cmds[i])
+		apply(t, b, cmds[len(cmds)-1-i])
+	}
+	for range 20 { // map iteration order varies between calls
+		require.Equal(t, a.Snapshot(), b.Snapshot())
+	}
+	// Another value, or the same values with another dedup table, is
+	// another state.
+	c := NewStore()
+	require.NoError(t, c.Restore(a.Snapshot()))
+	apply(t, c, Command{ClientID: 1, Seq: 2, Op: OpGet, Key: "x"})
+	require.NotEqual(t, a.Snapshot(), c.Snapshot())
+	apply(t, c, Command{ClientID: 1, Seq: 3, Op: OpAppend, Key: "x", Value: ""})
+	require.NotEqual(t, a.Snapshot(), c.Snapshot())
+
+	var empty Store
+	e := NewStore()
+	require.NoError(t, e.Restore(empty.Snapshot()))
+	require.Equal(t, &empty, e)
+	require.Equal(t, Result{}, apply(t, e, Command{ClientID: 1, Seq: 1, Op: OpGet, Key: "x"}))
+}
+
+// TestStore_RestoreMalformed: every truncation of a snapshot, trailing
+// bytes, a wrong version and duplicated keys fail with ErrMalformed and
+// leave the store as it was.
+func TestStore_RestoreMalformed(t *testing.T) {
+	src := NewStore()
+	apply(t, src, Command{ClientID: 1, Seq: 1, Op: OpPut, Key: "k", Value: "v"})
+	apply(t, src, Command{ClientID: 2, Seq: 4, Op: OpAppend, Key: "j", Value: "w"})
+	snap := src.Snapshot()
+
+	dst := NewStore()
+	apply(t, dst, Command{ClientID: 5, Seq: 1, Op: OpPut, Key: "mine", Value: "m"})
+	before := dst.Snapshot()
+	bad := [][]byte{nil, {0}, {2}, append(append([]byte(nil), snap...), 0)}
+	for i := 1; i < len(snap); i++ {
+		bad = append(bad, snap[:i])
+	}
+	// Two keys, both "k".
+	bad = append(bad, []byte{snapshotVersion, 2, 1, 'k', 1, 'v', 1, 'k', 1, 'w', 0})
+	// Two sessions, both client 1.
+	bad = append(bad, []byte{snapshotVersion, 0, 2, 1, 1, 0, 1, 2, 0})
+	// A count far beyond the input.
+	bad = append(bad, []byte{snapshotVersion, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	for _, b := range bad {
+		require.ErrorIs(t, dst.Restore(b), ErrMalformed, "%v", b)
+		require.Equal(t, before, dst.Snapshot(), "a failed restore changed the store")
+	}
+	require.NoError(t, dst.Restore(snap))
+	require.Equal(t, src, dst)
+}

@@ -26,6 +26,20 @@ type Replica interface {
 	Apply(cmd []byte) (result string, err error)
 }
 
+// SnapshotReplica is a Replica that can snapshot its state and restore from
+// a snapshot. With such replicas the simulator takes snapshots, compacts
+// logs and sends snapshots to lagging followers; it also compares the
+// replicas' states at snapshots by the hash of their encoding, so the
+// encoding must be deterministic: equal states, equal bytes.
+type SnapshotReplica interface {
+	Replica
+	// Snapshot returns the state after the last command applied. The
+	// simulator keeps the bytes and never modifies them.
+	Snapshot() ([]byte, error)
+	// Restore replaces the whole state by the one a Snapshot returned.
+	Restore(data []byte) error
+}
+
 // KVApp is the default application: the key-value store of internal/kv,
 // with get, put and append on three keys. Each operation carries its client
 // and sequence number, so a retried one applies once, and the client-visible
@@ -52,6 +66,9 @@ func (KVApp) NextOp(rng *rand.Rand, client, seq uint64) ([]byte, any) {
 func (KVApp) NewReplica() Replica { return kvReplica{kv.NewStore()} }
 
 type kvReplica struct{ s *kv.Store }
+
+func (r kvReplica) Snapshot() ([]byte, error) { return r.s.Snapshot(), nil }
+func (r kvReplica) Restore(data []byte) error { return r.s.Restore(data) }
 
 func (r kvReplica) Apply(cmd []byte) (string, error) {
 	res, err := r.s.Apply(cmd)

@@ -126,6 +126,17 @@ func (c *client) applied(n *node, e *simcore.Entry, out string) {
 	c.after(w.rng.Int64N(int64(clientThink)))
 }
 
+// nodeRestored fails an attempt waiting on a node that replaced its state
+// by a snapshot covering the index: it will never apply that entry. The
+// retry is deduplicated if the entry did commit.
+func (c *client) nodeRestored(n *node, index uint64) {
+	if c.waiting && c.node == n && c.inc == n.inc && c.index <= index {
+		c.waiting = false
+		c.target = c.w.rng.IntN(len(c.w.nodes))
+		c.after(int64(clientRetry))
+	}
+}
+
 // nodeCrashed fails an attempt waiting on a node that crashed.
 func (c *client) nodeCrashed(n *node) {
 	if c.waiting && c.node == n {

@@ -5,19 +5,23 @@ import "github.com/raftkit/raft/internal/simcore"
 type eventKind uint8
 
 const (
-	evTick     eventKind = iota + 1 // a node's clock ticks
-	evDeliver                       // a message arrives
-	evDiskDone                      // a node's disk finishes the batch at the head of its queue
-	evFault                         // the fault schedule decides something
-	evClient                        // a client acts: issue, retry or time out
-	evCrash                         // a node crashes (planned at a persist batch)
-	evHeal                          // faults stop
-	evEnd                           // the run is over
+	evTick       eventKind = iota + 1 // a node's clock ticks
+	evDeliver                         // a message arrives
+	evDiskDone                        // a node's disk finishes the batch at the head of its queue
+	evFault                           // the fault schedule decides something
+	evClient                          // a client acts: issue, retry or time out
+	evCrash                           // a node crashes (planned at a persist batch)
+	evHeal                            // faults stop
+	evEnd                             // the run is over
+	evCompact                         // a node reports a snapshot's compaction (arg: the index) to its core
+	evSnapTimer                       // a leader checks its snapshot transfer to peer (arg: the transfer's gen)
+	evSnapCommit                      // a follower's disk has written the snapshot it received
 )
 
 var eventNames = [...]string{
 	evTick: "tick", evDeliver: "deliver", evDiskDone: "disk-done", evFault: "fault",
 	evClient: "client", evCrash: "crash", evHeal: "heal", evEnd: "end",
+	evCompact: "compact", evSnapTimer: "snap-timer", evSnapCommit: "snap-commit",
 }
 
 // event is one scheduled occurrence. Events with equal times run in the
@@ -28,6 +32,8 @@ type event struct {
 	kind  eventKind
 	node  int    // index into world.nodes, or client index for evClient
 	inc   uint32 // the node incarnation (or client attempt) the event belongs to
+	peer  int    // evSnapTimer: the follower's node index
+	arg   uint64 // evCompact, evSnapTimer: see the kinds
 	msg   simcore.Msg
 	batch *simcore.Batch
 }

@@ -18,6 +18,15 @@ import (
 //     a term before T.
 //   - State Machine Safety: no two nodes apply different entries at an index;
 //     each node applies in index order; every applied command was proposed.
+//     With snapshots, a snapshot a node takes, installs or restarts from
+//     holds the state (the hash of its encoding) that the first replica to
+//     apply that index had there, and its last entry is the committed one.
+//     Entries inside a snapshot are never read: their terms are the ones
+//     recorded when they committed.
+//   - Snapshots: a node never installs a snapshot at or below its commit
+//     index, its applied index never goes back across a restore, and the
+//     applied entries its log still holds stay under the run's snapshot
+//     gap plus compaction lag (the log is compacted).
 //   - Commit: a node's commit index never decreases within an incarnation,
 //     never points at an entry that differs from one committed before, and
 //     only covers an entry that a majority of disks hold durably.
@@ -37,6 +46,7 @@ type invariants struct {
 	commits  []committedEntry    // by index-1
 	proposed map[uint64]struct{} // hashes of proposed commands
 	acked    []ackedEntry
+	states   []uint64 // by index-1: hash of the replicas' state after it (snapshots on)
 
 	probeIndex uint64 // index of the recovery probe, once a leader applied it
 	buf        []simcore.Entry
@@ -89,12 +99,63 @@ func (v *invariants) entriesOf(n *node, lo, hi uint64) []simcore.Entry {
 	return v.buf
 }
 
+// termAt returns the term of the entry at i in n's log, 0 if it holds
+// none; at or below the log's snapshot, the snapshot's term or the term
+// committed there.
 func (v *invariants) termAt(n *node, i uint64) uint64 {
 	if i == 0 {
 		return 0
 	}
+	st := n.core.Status()
+	switch {
+	case i == st.SnapIndex:
+		return st.SnapTerm
+	case i < st.SnapIndex:
+		return v.committedTerm(i)
+	}
 	if e := v.entriesOf(n, i, i); len(e) == 1 {
 		return e[0].Term
+	}
+	return 0
+}
+
+// committedTerm returns the term of the entry committed at i, 0 if none is
+// known.
+func (v *invariants) committedTerm(i uint64) uint64 {
+	if i == 0 || i > uint64(len(v.commits)) {
+		return 0
+	}
+	return v.commits[i-1].term
+}
+
+// durableLog returns the position of the last entry of the log n's disk
+// would load (the snapshot's if no entry follows it).
+func (v *invariants) durableLog(n *node) (last, term uint64) {
+	st, err := n.disk.load()
+	if err != nil {
+		return 0, 0
+	}
+	if k := len(st.Entries); k > 0 {
+		return st.Entries[k-1].Index, st.Entries[k-1].Term
+	}
+	return st.Snapshot.Index, st.Snapshot.Term
+}
+
+// durableTerm returns the term of the entry at i that n's disk would load,
+// 0 if none; inside its snapshot, the committed term.
+func (v *invariants) durableTerm(n *node, i uint64) uint64 {
+	st, err := n.disk.load()
+	if err != nil || i == 0 {
+		return 0
+	}
+	s := st.Snapshot
+	switch {
+	case i == s.Index:
+		return s.Term
+	case i < s.Index:
+		return v.committedTerm(i)
+	case i-s.Index <= uint64(len(st.Entries)):
+		return st.Entries[i-s.Index-1].Term
 	}
 	return 0
 }
@@ -112,8 +173,10 @@ func (v *invariants) checkNode(n *node) {
 	st := n.core.Status()
 	w.stats.MaxTerm = max(w.stats.MaxTerm, st.Term)
 
-	// Log Matching, over the part of the log that changed.
-	if from := n.core.Changed(); from != 0 && from <= st.LastIndex {
+	// Log Matching, over the part of the log that changed (after its
+	// snapshot).
+	if from := n.core.Changed(); from != 0 && max(from, st.SnapIndex+1) <= st.LastIndex {
+		from = max(from, st.SnapIndex+1)
 		prevTerm := v.termAt(n, from-1)
 		for _, e := range v.entriesOf(n, from, st.LastIndex) {
 			k := logKey{e.Index, e.Term}
@@ -159,34 +222,43 @@ func (v *invariants) checkNode(n *node) {
 		n.leaderTerm, n.heard = 0, nil
 	}
 
-	// Commit index.
-	if st.Commit < n.commit {
-		w.fail(ErrSafety, "node %d: commit index went back from %d to %d", n.id, n.commit, st.Commit)
+	if !v.checkCommitIndex(n, st) {
 		return
-	}
-	if st.Commit > n.commit {
-		if !v.checkCommit(n, st) {
-			return
-		}
-		n.commit = st.Commit
 	}
 
 	// Leader Completeness, over the committed entries not yet checked.
+	// Those inside the leader's snapshot are there if its last entry is
+	// the committed one (its state is checked when taken or installed).
 	if st.Role == simcore.Leader && n.verified < uint64(len(v.commits)) {
 		hi := uint64(len(v.commits))
-		ents := v.entriesOf(n, n.verified+1, hi)
-		for i := n.verified + 1; i <= hi; i++ {
+		lo := max(n.verified+1, st.SnapIndex+1)
+		if n.verified < st.SnapIndex && !v.checkSnapshotMeta(n, simcore.SnapshotMeta{Index: st.SnapIndex, Term: st.SnapTerm}, "leads with") {
+			return
+		}
+		ents := v.entriesOf(n, lo, hi)
+		for i := lo; i <= hi; i++ {
 			c := v.commits[i-1]
 			if c.commitTerm >= st.Term {
 				continue
 			}
-			if j := i - n.verified - 1; j >= uint64(len(ents)) || ents[j].Term != c.term {
+			if j := i - lo; j >= uint64(len(ents)) || ents[j].Term != c.term {
 				w.fail(ErrSafety, "Leader Completeness: leader %d of term %d lacks entry %d (term %d) committed in term %d",
 					n.id, st.Term, i, c.term, c.commitTerm)
 				return
 			}
 		}
 		n.verified = hi
+	}
+
+	// The log is compacted: the applied entries it holds stay under the
+	// gap between snapshots plus the compaction lag (once every compaction
+	// taken has reached the core).
+	if w.snap.on && n.pendingCompact == 0 {
+		if held, bound := st.Applied-st.SnapIndex, w.snap.maxSnapGap()+w.snap.lag; held > bound {
+			w.fail(ErrSafety, "node %d holds %d applied entries after its snapshot at %d (applied %d), more than the bound %d: the log is not compacted",
+				n.id, held, st.SnapIndex, st.Applied, bound)
+			return
+		}
 	}
 
 	// Recovery after the faults stopped.
@@ -203,13 +275,44 @@ func (v *invariants) checkNode(n *node) {
 	}
 }
 
+// checkCommitIndex checks n's commit index: it never goes back, and what
+// it newly covers is what was committed. The node calls it before it
+// applies (and may compact what it applies), then checkNode again.
+func (v *invariants) checkCommitIndex(n *node, st simcore.Status) bool {
+	if st.Commit < n.commit {
+		v.w.fail(ErrSafety, "node %d: commit index went back from %d to %d", n.id, n.commit, st.Commit)
+		return false
+	}
+	if st.Commit > n.commit {
+		if !v.checkCommit(n, st) {
+			return false
+		}
+		n.commit = st.Commit
+	}
+	return true
+}
+
 // checkCommit checks a node's commit index advancing to st.Commit.
 func (v *invariants) checkCommit(n *node, st simcore.Status) bool {
 	w := v.w
-	ents := v.entriesOf(n, n.commit+1, st.Commit)
-	if uint64(len(ents)) != st.Commit-n.commit {
-		w.fail(ErrSafety, "node %d: commit index %d beyond its log", n.id, st.Commit)
-		return false
+	lo := n.commit + 1
+	last := simcore.Entry{Index: st.SnapIndex, Term: st.SnapTerm}
+	if lo <= st.SnapIndex {
+		// Committed by installing a snapshot: its entries were committed
+		// before, by the nodes the snapshot came from.
+		if !v.checkSnapshotMeta(n, simcore.SnapshotMeta{Index: st.SnapIndex, Term: st.SnapTerm}, "commits through") {
+			return false
+		}
+		lo = st.SnapIndex + 1
+	}
+	var ents []simcore.Entry
+	if lo <= st.Commit {
+		ents = v.entriesOf(n, lo, st.Commit)
+		if uint64(len(ents)) != st.Commit-lo+1 {
+			w.fail(ErrSafety, "node %d: commit index %d beyond its log", n.id, st.Commit)
+			return false
+		}
+		last = ents[len(ents)-1]
 	}
 	for _, e := range ents {
 		if e.Index <= uint64(len(v.commits)) {
@@ -223,12 +326,12 @@ func (v *invariants) checkCommit(n *node, st simcore.Status) bool {
 	}
 	grew := st.Commit > w.stats.Committed
 	w.stats.Committed = max(w.stats.Committed, st.Commit)
-	// A majority of disks must hold the newly committed entry durably
-	// (then, by Log Matching, everything before it).
-	last := ents[len(ents)-1]
+	// A majority of disks must hold the newly committed entry durably, in
+	// their log or their snapshot (then, by Log Matching, everything before
+	// it).
 	durable := 0
 	for _, m := range w.nodes {
-		if m.disk.term(last.Index) == last.Term {
+		if v.durableTerm(m, last.Index) == last.Term {
 			durable++
 		}
 	}
@@ -263,9 +366,8 @@ func (v *invariants) checkElectable(n *node, e simcore.Entry) bool {
 			last, term uint64
 		}{}
 		logs[0].ok = true
-		logs[0].has = x.disk.term(e.Index) == e.Term
-		logs[0].last = uint64(len(x.disk.durable.Entries))
-		logs[0].term = x.disk.term(logs[0].last)
+		logs[0].has = v.durableTerm(x, e.Index) == e.Term
+		logs[0].last, logs[0].term = v.durableLog(x)
 		if x.up {
 			st := x.core.Status()
 			logs[1].ok = true
@@ -278,8 +380,7 @@ func (v *invariants) checkElectable(n *node, e simcore.Entry) bool {
 			}
 			votes := 0
 			for _, voter := range w.nodes {
-				vl := uint64(len(voter.disk.durable.Entries))
-				vt := voter.disk.term(vl)
+				vl, vt := v.durableLog(voter)
 				if voter == x || l.term > vt || (l.term == vt && l.last >= vl) {
 					votes++
 				}
@@ -314,6 +415,45 @@ func (v *invariants) checkApply(n *node, e *simcore.Entry) {
 		if _, ok := v.proposed[hashBytes(e.Data)]; !ok {
 			w.fail(ErrSafety, "node %d applied a command at index %d that no client proposed", n.id, e.Index)
 		}
+	}
+}
+
+// checkSnapshotMeta checks that a snapshot n holds ends at the entry
+// committed there.
+func (v *invariants) checkSnapshotMeta(n *node, meta simcore.SnapshotMeta, what string) bool {
+	w := v.w
+	if meta.Index > uint64(len(v.commits)) {
+		w.fail(ErrSafety, "node %d %s a snapshot at index %d, beyond the highest index ever committed (%d)", n.id, what, meta.Index, len(v.commits))
+		return false
+	}
+	if t := v.commits[meta.Index-1].term; t != meta.Term {
+		w.fail(ErrSafety, "node %d %s a snapshot ending at index %d term %d, but term %d was committed there", n.id, what, meta.Index, meta.Term, t)
+		return false
+	}
+	return true
+}
+
+// checkState checks n's replica state, which must be the state after index.
+func (v *invariants) checkState(n *node, index uint64, what string) {
+	data, err := n.replica.(SnapshotReplica).Snapshot()
+	if err != nil {
+		v.w.fail(ErrSafety, "node %d cannot snapshot its state at index %d: %v", n.id, index, err)
+		return
+	}
+	v.checkStateHash(n, index, hashBytes(data), what)
+}
+
+// checkStateHash checks the hash of n's state after index against the
+// state the first replica to apply that index had there (which records it).
+func (v *invariants) checkStateHash(n *node, index, hash uint64, what string) {
+	w := v.w
+	switch k := uint64(len(v.states)); {
+	case index == k+1:
+		v.states = append(v.states, hash)
+	case index > k+1:
+		w.fail(ErrSafety, "node %d has a state after index %d (%s), but no replica ever had one after %d", n.id, index, what, k+1)
+	case v.states[index-1] != hash:
+		w.fail(ErrSafety, "State Machine Safety: node %d's state after index %d (%s) differs from the state another replica had there", n.id, index, what)
 	}
 }
 

@@ -78,6 +78,10 @@ func (w *world) deliver(m simcore.Msg, senderInc uint32) {
 		w.fail(ErrSafety, "node %d refused %s from %d: %v", n.id, m.Kind, m.From, err)
 		return
 	}
+	if m.Kind == simcore.KindSnapResp {
+		// The runtime's snapshot sender paces its chunks by them.
+		n.snapResp(m)
+	}
 	n.afterStep()
 }
 

@@ -29,6 +29,15 @@ type node struct {
 	disk  disk
 	queue []*simcore.Batch // persist batches handed out, the head one being written
 
+	// Snapshots (see snapshot.go), per incarnation.
+	snapAt         uint64      // applied index at which the next snapshot is due
+	pendingCompact int         // compactions not yet reported to the core
+	sends          []*transfer // leader: outgoing snapshot transfer by peer index
+	sendGen        uint64      // numbers transfers, so that a replaced one's timer is ignored
+	recv           *receipt    // follower: the snapshot being received
+	state          []byte      // the replica's state encoded after applying stateIndex
+	stateIndex     uint64
+
 	// For the invariants, per incarnation.
 	commit     uint64            // last commit index seen
 	leaderTerm uint64            // term this node was last seen leading
@@ -41,13 +50,21 @@ type node struct {
 // start creates the node's core from what its disk holds.
 func (n *node) start() error {
 	o := n.w.opts
+	if n.disk.err != nil {
+		return n.disk.err
+	}
+	st, err := n.disk.load()
+	if err != nil {
+		return err
+	}
+	n.disk.replaceLog(st)
 	c, err := simcore.New(simcore.Config{
 		ID: n.id, Peers: n.w.peers,
 		ElectionTicks: ElectionTicks, HeartbeatTicks: 1,
 		PreVote: !o.DisablePreVote, CheckQuorum: !o.DisableCheckQuorum,
 		Seed: o.Seed ^ uint64(n.inc)<<32, Bugs: o.Bugs,
 		MaxMsgBytes: n.w.maxMsgBytes, MaxInflightMsgs: n.w.maxInflight,
-	}, n.disk.durable)
+	}, st)
 	if err != nil {
 		return err
 	}
@@ -56,7 +73,10 @@ func (n *node) start() error {
 	n.replica = o.App.NewReplica()
 	n.commit = c.Status().Commit
 	n.leaderTerm, n.heard, n.leadSince, n.verified, n.applied = 0, nil, 0, 0, 0
-	return nil
+	n.pendingCompact, n.sends, n.recv = 0, make([]*transfer, len(n.w.peers)), nil
+	// Like the runtime, deliver the newest snapshot before any entry after
+	// it: the core counts it applied.
+	return n.startFromSnapshot(st.Snapshot)
 }
 
 type crashTrigger uint8
@@ -95,16 +115,53 @@ func (n *node) restart() {
 	w.schedule(event{at: w.now + w.rng.Int64N(n.tickEvery), kind: evTick, node: n.idx, inc: n.inc})
 }
 
-// afterStep carries out what an input to the core produced: messages to
-// send, persist batches to start, committed entries to apply; then it checks
-// the invariants.
+// afterStep carries out what an input to the core produced: snapshots to
+// stream and snapshot chunks to store, messages to send, persist batches to
+// start, a snapshot and committed entries to apply (and snapshots to take);
+// then it checks the invariants.
 func (n *node) afterStep() {
 	w := n.w
+	n.snapshotIO()
+	if w.err != nil {
+		return
+	}
 	w.msgBuf = n.core.Messages(w.msgBuf[:0])
 	for _, m := range w.msgBuf {
 		w.send(m)
 	}
-	// Like the runtime, hand out a batch while at most one is being written.
+	n.handOut()
+	// Check what the commit index newly covers while the log holds it:
+	// applying may compact it away.
+	if !w.inv.checkCommitIndex(n, n.core.Status()) {
+		return
+	}
+	if meta, ok := n.core.Restored(); ok {
+		n.restore(meta)
+	}
+	compacted := false
+	w.entBuf = n.core.Apply(w.entBuf[:0])
+	for i := range w.entBuf {
+		n.apply(&w.entBuf[i])
+		if w.err != nil {
+			return
+		}
+		if e := &w.entBuf[i]; w.snap.on && e.Index >= n.snapAt {
+			compacted = n.takeSnapshot(e.Index, e.Term) || compacted
+			if w.err != nil {
+				return
+			}
+		}
+	}
+	if compacted {
+		n.handOut()
+	}
+	w.inv.checkNode(n)
+}
+
+// handOut hands persist batches to the disk, like the runtime: one while at
+// most one other is being written.
+func (n *node) handOut() {
+	w := n.w
 	for len(n.queue) < 2 {
 		b := n.core.Persist()
 		if b == nil {
@@ -120,30 +177,32 @@ func (n *node) afterStep() {
 			n.scheduleDisk()
 		}
 	}
-	w.entBuf = n.core.Apply(w.entBuf[:0])
-	for i := range w.entBuf {
-		n.apply(&w.entBuf[i])
-		if w.err != nil {
-			return
-		}
-	}
-	w.inv.checkNode(n)
 }
 
 // scheduleDisk schedules the completion of the batch at the head of the
 // queue after a disk latency.
 func (n *node) scheduleDisk() {
 	w := n.w
+	w.schedule(event{at: w.now + n.diskLatency(), kind: evDiskDone, node: n.idx, inc: n.inc, batch: n.queue[0]})
+}
+
+// diskLatency draws how long a write and its fsync take.
+func (n *node) diskLatency() int64 {
+	w := n.w
 	lat := int64(50*time.Microsecond) + w.rng.Int64N(int64(time.Millisecond))
 	if w.now < n.slowUntil {
 		lat += int64(20*time.Millisecond) + w.rng.Int64N(int64(200*time.Millisecond))
 	}
-	w.schedule(event{at: w.now + lat, kind: evDiskDone, node: n.idx, inc: n.inc, batch: n.queue[0]})
+	return lat
 }
 
 func (n *node) diskDone(b *simcore.Batch) {
 	w := n.w
 	n.disk.complete(b, n.queue[1:])
+	if n.disk.err != nil {
+		w.fail(ErrSafety, "node %d's persist batch %d broke the Persister contract: %v", n.id, b.Num, n.disk.err)
+		return
+	}
 	n.queue = n.queue[1:]
 	w.trace.add(w.now, "durable", n.id, "batch "+strconv.Itoa(int(b.Num)))
 	for _, m := range b.AfterDurable {
@@ -161,100 +220,31 @@ func (n *node) diskDone(b *simcore.Batch) {
 func (n *node) apply(e *simcore.Entry) {
 	w := n.w
 	w.inv.checkApply(n, e)
-	if e.Noop || w.err != nil {
+	if w.err != nil {
 		return
 	}
-	out, err := n.replica.Apply(e.Data)
-	if err != nil {
-		w.fail(ErrSafety, "node %d applied a command no client proposed at index %d: %v", n.id, e.Index, err)
-		return
-	}
-	for _, c := range w.clients {
-		c.applied(n, e, out)
-	}
-}
-
-// disk models a node's storage: what a Sync made durable, and the writes
-// since, of which a crash keeps an arbitrary prefix (the Persister
-// contract: writes land in order, unsynced ones may be lost).
-type disk struct {
-	durable  simcore.DiskState
-	unsynced []diskWrite
-}
-
-type diskWrite struct {
-	truncateFrom uint64
-	entry        *simcore.Entry
-	hs           *simcore.HardState
-}
-
-// start records that a batch's writes have been issued.
-func (d *disk) start(b *simcore.Batch) {
-	if b.TruncateFrom != 0 {
-		d.unsynced = append(d.unsynced, diskWrite{truncateFrom: b.TruncateFrom})
-	}
-	for i := range b.Entries {
-		d.unsynced = append(d.unsynced, diskWrite{entry: &b.Entries[i]})
-	}
-	if b.HardState != nil {
-		d.unsynced = append(d.unsynced, diskWrite{hs: b.HardState})
-	}
-}
-
-// complete finishes a batch. If it syncs, every write issued before its end
-// is durable: all unsynced writes but those of the later batches, which
-// have been issued (they may survive a crash) but are not covered.
-func (d *disk) complete(b *simcore.Batch, later []*simcore.Batch) {
-	if !b.MustSync {
-		return
-	}
-	k := len(d.unsynced)
-	for _, l := range later {
-		k -= writeCount(l)
-	}
-	d.applyWrites(k)
-}
-
-func writeCount(b *simcore.Batch) int {
-	n := len(b.Entries)
-	if b.TruncateFrom != 0 {
-		n++
-	}
-	if b.HardState != nil {
-		n++
-	}
-	return n
-}
-
-// applyWrites makes the first k unsynced writes durable.
-func (d *disk) applyWrites(k int) {
-	for _, wr := range d.unsynced[:k] {
-		switch {
-		case wr.truncateFrom != 0:
-			if n := wr.truncateFrom - 1; n < uint64(len(d.durable.Entries)) {
-				d.durable.Entries = d.durable.Entries[:n:n]
-			}
-		case wr.entry != nil:
-			d.durable.Entries = append(d.durable.Entries, *wr.entry)
-		case wr.hs != nil:
-			d.durable.HardState = *wr.hs
+	var out string
+	if !e.Noop {
+		var err error
+		if out, err = n.replica.Apply(e.Data); err != nil {
+			w.fail(ErrSafety, "node %d applied a command no client proposed at index %d: %v", n.id, e.Index, err)
+			return
 		}
 	}
-	d.unsynced = append(d.unsynced[:0], d.unsynced[k:]...)
-}
-
-// crash keeps a random prefix of the unsynced writes and drops the rest.
-func (d *disk) crash(rng interface{ IntN(int) int }) int {
-	k := rng.IntN(len(d.unsynced) + 1)
-	d.applyWrites(k)
-	d.unsynced = d.unsynced[:0]
-	return k
-}
-
-// term returns the term of the durable entry at index i, or 0.
-func (d *disk) term(i uint64) uint64 {
-	if i == 0 || i > uint64(len(d.durable.Entries)) {
-		return 0
+	if w.snap.on && e.Index > uint64(len(w.inv.states)) {
+		// The state after each index (a no-op's too), from the first
+		// replica to apply it: what a snapshot at that index must hold.
+		data, err := n.replica.(SnapshotReplica).Snapshot()
+		if err != nil {
+			w.fail(ErrSafety, "node %d cannot snapshot its state at index %d: %v", n.id, e.Index, err)
+			return
+		}
+		n.state, n.stateIndex = data, e.Index
+		w.inv.checkStateHash(n, e.Index, hashBytes(data), "applying")
 	}
-	return d.durable.Entries[i-1].Term
+	if !e.Noop {
+		for _, c := range w.clients {
+			c.applied(n, e, out)
+		}
+	}
 }

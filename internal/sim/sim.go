@@ -65,6 +65,14 @@ type Stats struct {
 	MaxTerm                       uint64
 	Committed                     uint64 // highest index committed
 	OpsDone, OpsUnknown           int
+	// SnapshotEvery is the run's gap between a node's snapshots (see
+	// Options.SnapshotEvery), 0 with snapshots off.
+	SnapshotEvery int
+	// Snapshots counts the snapshots nodes took of their own state;
+	// SnapTransfers the snapshot transfers leaders started, SnapChunks the
+	// chunks they sent, SnapFailed the transfers given up; Installs the
+	// snapshots followers installed from a leader.
+	Snapshots, SnapTransfers, SnapChunks, SnapFailed, Installs int
 }
 
 // Op is one client operation as a client saw it: issued at Call, answered at
@@ -121,8 +129,12 @@ type world struct {
 	history []Op
 	stats   Stats
 
-	msgBuf []simcore.Msg
-	entBuf []simcore.Entry
+	msgBuf   []simcore.Msg
+	entBuf   []simcore.Entry
+	sendBuf  []simcore.SnapshotSend
+	chunkBuf []simcore.Msg
+
+	snap snapConfig
 
 	recovered bool
 	recovery  int64
@@ -143,6 +155,10 @@ func newWorld(o Options) (*world, error) {
 	w.trace.init(o.TraceLen)
 	w.maxMsgBytes = []int{1, 100, 0}[w.rng.IntN(3)]
 	w.maxInflight = []int{1, 2, 0}[w.rng.IntN(3)]
+	w.drawSnapConfig()
+	if w.snap.on {
+		w.stats.SnapshotEvery = w.snap.every
+	}
 	w.net.init(o.Nodes)
 	for i := 0; i < o.Nodes; i++ {
 		w.peers = append(w.peers, uint64(i+1))
@@ -235,6 +251,19 @@ func (w *world) dispatch(e *event) {
 		}
 	case evHeal:
 		w.heal()
+	case evCompact, evSnapTimer, evSnapCommit:
+		n := w.nodes[e.node]
+		if !n.up || e.inc != n.inc {
+			return
+		}
+		switch e.kind {
+		case evCompact:
+			n.compact(e.arg)
+		case evSnapTimer:
+			n.snapTimer(e.peer, e.arg)
+		default:
+			n.commitReceived()
+		}
 	}
 }
 

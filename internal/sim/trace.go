@@ -21,6 +21,7 @@ type traceEntry struct {
 	detail string
 	msg    simcore.Msg
 	isMsg  bool
+	bytes  int // a snapshot chunk's size
 }
 
 func (t *trace) init(n int) { t.buf = make([]traceEntry, n) }
@@ -38,14 +39,21 @@ func (t *trace) add(at int64, what string, node uint64, detail string) {
 }
 
 func (t *trace) addMsg(at int64, m simcore.Msg) {
-	m.Raw = nil // keep nothing alive
-	t.put(traceEntry{at: at, msg: m, isMsg: true})
+	n := len(m.Data)
+	m.Raw, m.Data = nil, nil // keep nothing alive
+	t.put(traceEntry{at: at, msg: m, isMsg: true, bytes: n})
 }
 
 func (t *trace) lines() []string {
 	var out []string
 	emit := func(e traceEntry) {
 		ts := time.Duration(e.at).String()
+		if e.isMsg && (e.msg.Kind == simcore.KindSnap || e.msg.Kind == simcore.KindSnapResp) {
+			m := e.msg
+			out = append(out, fmt.Sprintf("%12s  %d->%d %s term=%d snapshot=%d/%d offset=%d bytes=%d done=%v reject=%v",
+				ts, m.From, m.To, m.Kind, m.Term, m.Index, m.LogTerm, m.Offset, e.bytes, m.Done, m.Reject))
+			return
+		}
 		if e.isMsg {
 			m := e.msg
 			out = append(out, fmt.Sprintf("%12s  %d->%d %s term=%d index=%d logterm=%d commit=%d entries=%d reject=%v",

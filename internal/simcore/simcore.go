@@ -39,6 +39,10 @@ const (
 	// BugNoCheckQuorum keeps a leader leading when it cannot hear from a
 	// majority (thesis §6.2): a liveness and staleness bug.
 	BugNoCheckQuorum
+	// BugInstallStaleSnapshot lets a follower install a leader's snapshot
+	// at or below its commit index, rolling its log, commit index and state
+	// machine back (paper §7 says to discard such a snapshot).
+	BugInstallStaleSnapshot
 )
 
 // Config configures one core. Zero sizes take the runtime's defaults.
@@ -70,10 +74,19 @@ type HardState struct {
 	Term, Vote, Commit uint64
 }
 
-// DiskState is what a core restarts from: what its disk holds.
+// SnapshotMeta names a snapshot: the state after applying every entry up to
+// and including Index, whose term is Term.
+type SnapshotMeta struct {
+	Index, Term uint64
+}
+
+// DiskState is what a core restarts from: what its disk holds, as a
+// Persister's Load returns it.
 type DiskState struct {
 	HardState HardState
-	Entries   []Entry // contiguous from index 1
+	// Snapshot is the newest committed snapshot (zero if none).
+	Snapshot SnapshotMeta
+	Entries  []Entry // contiguous from Snapshot.Index+1
 }
 
 // Msg is a message between cores. The simulator routes it by From and To,
@@ -87,17 +100,41 @@ type Msg struct {
 	Commit   uint64
 	Reject   bool
 	Entries  int // number of entries carried
-	Raw      any
+	// Offset, Data and Done are the snapshot-transfer fields of KindSnap
+	// and KindSnapResp messages, as in the core's message.
+	Offset uint64
+	Data   []byte
+	Done   bool
+	Raw    any
+}
+
+// The kinds of the snapshot-transfer messages, which the runtime (here the
+// simulator) builds itself: Step accepts a Msg of these kinds with no Raw.
+const (
+	KindSnap     = "MsgSnap"     // one chunk of the leader's snapshot
+	KindSnapResp = "MsgSnapResp" // the follower holds Offset bytes; Reject: resume from there
+)
+
+// SnapshotSend asks the runtime of a leader to stream its newest snapshot,
+// which covers at least Snapshot, to node To.
+type SnapshotSend struct {
+	To       uint64
+	Snapshot SnapshotMeta
 }
 
 // Batch is a persist batch: truncate the log from TruncateFrom (if nonzero),
-// append Entries, save HardState (if non-nil), make it durable, then send
-// AfterDurable and report Persisted(Num).
+// compact it to CompactTo (if nonzero), append Entries, save HardState (if
+// non-nil), make it durable, then send AfterDurable and report
+// Persisted(Num).
 type Batch struct {
 	Num          uint64
 	TruncateFrom uint64
-	Entries      []Entry
-	HardState    *HardState
+	// CompactTo: a committed snapshot covers the entries at or below it;
+	// the log drops them. If the log ends before it, the next entry
+	// appended is CompactTo+1.
+	CompactTo uint64
+	Entries   []Entry
+	HardState *HardState
 	// MustSync is false when the batch only advances the commit index, which
 	// the runtime writes without a Sync: losing it in a crash is harmless.
 	MustSync     bool
@@ -124,7 +161,11 @@ type Status struct {
 	Commit    uint64
 	Applied   uint64
 	LastIndex uint64
-	Ticks     uint64 // ticks since the core started
+	// SnapIndex and SnapTerm are the log's compaction point: the entries at
+	// or below SnapIndex exist only in a snapshot; SnapTerm is the term of
+	// the entry at SnapIndex.
+	SnapIndex, SnapTerm uint64
+	Ticks               uint64 // ticks since the core started
 }
 
 // Core is one protocol core as the simulator drives it. It is not safe for
@@ -142,13 +183,34 @@ type Core interface {
 	Persist() *Batch
 	Persisted(num uint64)
 	// Apply appends the committed entries not yet applied to dst and marks
-	// them applied.
+	// them applied. Call Restored first: a snapshot it returns comes before
+	// these entries.
 	Apply(dst []Entry) []Entry
+	// Compact reports that a committed snapshot covers index: the core
+	// drops the entries up to it (if it has applied them) and compacts the
+	// disk's log through a later Batch.
+	Compact(index uint64)
+	// InstallSnapshot reports that the snapshot from leader from, snap, is
+	// committed on this node's disk. It returns whether the core installed
+	// it (it covers more than the core has committed).
+	InstallSnapshot(snap SnapshotMeta, from uint64) bool
+	// SnapshotFailed reports that streaming a snapshot to node to failed
+	// or was abandoned.
+	SnapshotFailed(to uint64)
+	// SnapshotSends appends the snapshots a leader must stream to dst.
+	SnapshotSends(dst []SnapshotSend) []SnapshotSend
+	// SnapshotChunks appends the KindSnap chunks the core accepted, which
+	// the runtime must store, to dst.
+	SnapshotChunks(dst []Msg) []Msg
+	// Restored returns the snapshot installed since the last call, if
+	// any: the state machine must take its state before applying more.
+	Restored() (SnapshotMeta, bool)
 	Status() Status
 	// Changed returns the lowest log index whose entry was appended or
 	// replaced since the last call (0 if none) and resets it.
 	Changed() uint64
-	// Entries appends the log entries in [lo, hi] to dst.
+	// Entries appends the log entries in [lo, hi] to dst; none at or
+	// below SnapIndex.
 	Entries(dst []Entry, lo, hi uint64) []Entry
 	// Check returns an error naming the first broken invariant of the
 	// core's own state.
