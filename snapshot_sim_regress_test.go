@@ -2,7 +2,6 @@ package raft
 
 import (
 	"log/slog"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -10,15 +9,6 @@ import (
 
 // Regressions the simulator (internal/sim) found in the snapshot logic,
 // each reduced to the core and a MemoryPersister.
-
-// skipKnownBug skips a test that reproduces a bug not fixed yet; set
-// RAFT_KNOWN_BUGS=1 to run it and see it fail.
-func skipKnownBug(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("RAFT_KNOWN_BUGS") == "" {
-		t.Skip("known bug, not fixed yet (RAFT_KNOWN_BUGS=1 runs it): " + why)
-	}
-}
 
 // restartAndAppend loads p, starts a follower core on it, has the leader of
 // term 2 append one entry after the snapshot, and carries out the first
@@ -62,7 +52,6 @@ func commitSnapshot(t *testing.T, p *MemoryPersister, meta SnapshotMeta) {
 // (and truncate after it) when Load returned no entries, or Load must
 // leave the Persister's log replaced by the snapshot.
 func TestSnapshotSimRegress_RestartWithLogEndingBeforeSnapshot(t *testing.T) {
-	skipKnownBug(t, "a restarted core appends after a snapshot the Persister's log does not lead to")
 	p := NewMemoryPersister()
 	var ents []Entry
 	for i := uint64(1); i <= 5; i++ {
@@ -82,7 +71,6 @@ func TestSnapshotSimRegress_RestartWithLogEndingBeforeSnapshot(t *testing.T) {
 // term 1) did not match, and crashed before the batch truncating and
 // compacting its log was synced.
 func TestSnapshotSimRegress_RestartWithLogNotMatchingSnapshot(t *testing.T) {
-	skipKnownBug(t, "a restarted core appends after a snapshot the Persister's log does not lead to")
 	p := NewMemoryPersister()
 	var ents []Entry
 	for i := uint64(1); i <= 6; i++ {
