@@ -65,7 +65,10 @@ const (
 type linzScenario struct {
 	name       string
 	unreliable bool
-	faults     []linzFault
+	// snapshotEvery, if positive, has every replica snapshot its store
+	// every so many commands (rafttest.Options.SnapshotEvery).
+	snapshotEvery int
+	faults        []linzFault
 }
 
 type linzFault func(h *linzHistory, rng *rand.Rand) string
@@ -75,8 +78,8 @@ type linzFault func(h *linzHistory, rng *rand.Rand) string
 var linzScenarios = []linzScenario{
 	{name: "crash", faults: []linzFault{linzCrashLeader, linzCrashFollower, linzCrashAll}},
 	{name: "partition", faults: []linzFault{linzIsolateLeader, linzDisconnectFollower}},
-	{name: "unreliable", unreliable: true, faults: []linzFault{linzCrashLeader, linzIsolateLeader, linzCrashFollower}},
-	{name: "mixed", faults: []linzFault{linzCrashLeader, linzCrashFollower, linzCrashAll, linzIsolateLeader, linzDisconnectFollower}},
+	{name: "unreliable-snapshots", unreliable: true, snapshotEvery: 3, faults: []linzFault{linzCrashLeader, linzIsolateLeader, linzCrashFollower, linzDisconnectFollower}},
+	{name: "mixed-snapshots", snapshotEvery: 13, faults: []linzFault{linzCrashLeader, linzCrashFollower, linzCrashAll, linzIsolateLeader, linzDisconnectFollower}},
 }
 
 // TestLinearizability runs RAFT_LINZ_HISTORIES histories (default
@@ -157,7 +160,7 @@ type linzHistory struct {
 	served [linzClerks]atomic.Int64
 
 	// Counters, for the log.
-	attempts, notLeader, timeouts, replaced, stopped, dups atomic.Int64
+	attempts, notLeader, timeouts, replaced, snapshotted, stopped, dups atomic.Int64
 
 	mu         sync.Mutex
 	violations []string
@@ -177,7 +180,8 @@ func linzRun(t *testing.T, seed uint64, size int, sc linzScenario, rerun string)
 	t.Logf("seed %d, %d nodes, scenario %s, %d clerks on %d keys", seed, size, sc.name, linzClerks, linzKeys)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	kvs := newLinzKV(size)
-	c := rafttest.NewCluster(t, size, rafttest.Options{Seed: seed, OnApply: kvs.onApply})
+	c := rafttest.NewCluster(t, size, rafttest.Options{Seed: seed, OnApply: kvs.onApply,
+		SnapshotEvery: sc.snapshotEvery, SnapshotState: kvs.snapshot, RestoreState: kvs.restore})
 	kvs.bind(c)
 	c.Net.SetUnreliable(sc.unreliable)
 
@@ -242,9 +246,9 @@ func linzRun(t *testing.T, seed uint64, size int, sc linzScenario, rerun string)
 	total, returned := h.rec.Counts()
 	terms := c.Terms()
 	t.Logf("faults: %v; after the heal, every clerk served within %v", faults, healTook.Round(time.Millisecond))
-	t.Logf("%d operations, %d returned, %d unknown; %d attempts (%d not leader, %d timed out, %d replaced, %d on a stopped node), %d answered as duplicates, %d stale entries applied; terms %v",
-		total, returned, total-returned, h.attempts.Load(), h.notLeader.Load(), h.timeouts.Load(), h.replaced.Load(), h.stopped.Load(),
-		h.dups.Load(), kvs.stale.Load(), terms)
+	t.Logf("%d operations, %d returned, %d unknown; %d attempts (%d not leader, %d timed out, %d replaced, %d under a snapshot, %d on a stopped node), %d answered as duplicates, %d stale entries applied, %d snapshots restored; terms %v",
+		total, returned, total-returned, h.attempts.Load(), h.notLeader.Load(), h.timeouts.Load(), h.replaced.Load(), h.snapshotted.Load(), h.stopped.Load(),
+		h.dups.Load(), kvs.stale.Load(), kvs.restores.Load(), terms)
 	for _, v := range h.violations {
 		t.Errorf("%s (rerun: %s)", v, rerun)
 	}
@@ -273,10 +277,11 @@ func linzWaitFor(timeout time.Duration, cond func() bool) bool {
 // linzKV holds the current replica of each node: a new one for each
 // incarnation, since a restarted node replays its log from the start.
 type linzKV struct {
-	c     *rafttest.Cluster
-	mu    sync.Mutex
-	reps  map[raft.NodeID]*linzReplica
-	stale atomic.Int64 // stale entries applied, on any replica
+	c        *rafttest.Cluster
+	mu       sync.Mutex
+	reps     map[raft.NodeID]*linzReplica
+	stale    atomic.Int64 // stale entries applied, on any replica
+	restores atomic.Int64 // snapshots restored, on any replica
 }
 
 func newLinzKV(size int) *linzKV {
@@ -303,6 +308,35 @@ func (k *linzKV) onApply(id raft.NodeID, msg raft.ApplyMsg) {
 	r := k.reps[id]
 	k.mu.Unlock()
 	r.apply(msg)
+}
+
+// snapshot is the cluster's SnapshotState: node id's store, encoded.
+func (k *linzKV) snapshot(id raft.NodeID) []byte {
+	k.mu.Lock()
+	r := k.reps[id]
+	k.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.store.Snapshot()
+}
+
+// restore is the cluster's RestoreState: node id's replica replaces its
+// store by the snapshot's, which covers every index up to index.
+func (k *linzKV) restore(id raft.NodeID, index uint64, state []byte) error {
+	k.mu.Lock()
+	r := k.reps[id]
+	k.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.store.Restore(state); err != nil {
+		return err
+	}
+	k.restores.Add(1)
+	r.last = max(r.last, index)
+	r.restoredTo = max(r.restoredTo, index)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	return nil
 }
 
 // current returns node id's running incarnation and its replica, or a nil
@@ -344,12 +378,13 @@ type linzReplica struct {
 	kv   *linzKV
 	node *raft.Node // guarded by kv.mu; nil until started and once crashed
 
-	mu      sync.Mutex
-	store   *kv.Store
-	last    uint64
-	at      map[uint64]linzApplied
-	changed chan struct{} // closed and replaced at each apply, and at kill
-	dead    bool
+	mu         sync.Mutex
+	store      *kv.Store
+	last       uint64
+	restoredTo uint64 // a snapshot stands for every index up to it
+	at         map[uint64]linzApplied
+	changed    chan struct{} // closed and replaced at each apply, and at kill
+	dead       bool
 }
 
 type linzApplied struct {
@@ -394,6 +429,10 @@ func (r *linzReplica) kill() {
 var (
 	errLinzDead     = errors.New("the node crashed before applying the index")
 	errLinzReplaced = errors.New("another entry took the index")
+	// errLinzSnapshotted: a snapshot from the leader covered the index
+	// before the replica applied it; only a retry (deduplicated by the
+	// store) tells whether the command is in it.
+	errLinzSnapshotted = errors.New("a snapshot covered the index")
 )
 
 // wait waits until the replica has applied index and returns what it
@@ -404,7 +443,11 @@ func (r *linzReplica) wait(ctx context.Context, index uint64) (linzApplied, erro
 		r.mu.Lock()
 		if r.last >= index {
 			a, ok := r.at[index]
+			snapshotted := index <= r.restoredTo
 			r.mu.Unlock()
+			if !ok && snapshotted {
+				return linzApplied{}, errLinzSnapshotted
+			}
 			if !ok {
 				return linzApplied{}, errLinzReplaced
 			}
@@ -479,7 +522,8 @@ func (h *linzHistory) do(ck *linzClerk, cmd kv.Command) {
 		switch {
 		case errors.As(err, &nle) && nle.Leader != 0 && nle.Leader != target:
 			ck.leader = nle.Leader
-		case errors.Is(err, errLinzReplaced), errors.Is(err, raft.ErrProposalDropped):
+		case errors.Is(err, errLinzReplaced), errors.Is(err, raft.ErrProposalDropped),
+			errors.Is(err, errLinzSnapshotted), errors.Is(err, raft.ErrProposalUnknown):
 			// The node knows who leads now, or will: ask it again.
 		default:
 			ck.leader = raft.NodeID(int(target)%h.size + 1)
@@ -537,6 +581,8 @@ func (h *linzHistory) attempt(ck *linzClerk, id raft.NodeID, cmd kv.Command, dat
 		h.timeouts.Add(1)
 	case errors.Is(err, errLinzReplaced), errors.Is(err, raft.ErrProposalDropped):
 		h.replaced.Add(1)
+	case errors.Is(err, errLinzSnapshotted), errors.Is(err, raft.ErrProposalUnknown):
+		h.snapshotted.Add(1)
 	case errors.Is(err, raft.ErrStopped), errors.Is(err, errLinzDead):
 		h.stopped.Add(1)
 	case errors.Is(err, context.Canceled), errors.Is(err, raft.ErrBusy):

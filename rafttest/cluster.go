@@ -45,6 +45,15 @@ type Options struct {
 	// restored, and must match the state every node had at its index.
 	SnapshotEvery   int
 	SnapshotPadding int
+	// SnapshotState and RestoreState, with SnapshotEvery, put the
+	// application's own state in the snapshots. SnapshotState returns node
+	// id's state as of the command at which the snapshot is taken: it runs
+	// in the goroutine that calls OnApply, right after OnApply handled that
+	// command. RestoreState replaces node id's state by one received in a
+	// snapshot covering up to index. OnApply sees snapshot messages too,
+	// before RestoreState, but must not read them.
+	SnapshotState func(id raft.NodeID) []byte
+	RestoreState  func(id raft.NodeID, index uint64, state []byte) error
 }
 
 // Cluster timings: heartbeats every 100ms (at most 10 per second per
@@ -145,13 +154,16 @@ func (c *Cluster) start(id raft.NodeID) {
 			switch {
 			case msg.SnapshotValid:
 				since = 0
-				index, d, err := readSnapshot(msg.Snapshot)
+				index, d, state, err := readSnapshot(msg.Snapshot)
 				msg.Snapshot.Close()
 				if err == nil && index != msg.SnapshotIndex {
 					err = fmt.Errorf("snapshot data is for index %d, message says %d", index, msg.SnapshotIndex)
 				}
 				if err == nil {
 					err = inc.Restore(index, d)
+				}
+				if err == nil && c.opts.RestoreState != nil {
+					err = c.opts.RestoreState(id, index, state)
 				}
 				if err != nil {
 					c.t.Errorf("rafttest: node %d: restore snapshot: %v", id, err)
@@ -163,8 +175,12 @@ func (c *Cluster) start(id raft.NodeID) {
 				if since++; c.opts.SnapshotEvery > 0 && since >= c.opts.SnapshotEvery {
 					since = 0
 					d := inc.Digest()
+					var state []byte
+					if c.opts.SnapshotState != nil {
+						state = c.opts.SnapshotState(id)
+					}
 					err := node.Snapshot(context.Background(), msg.CommandIndex, func(w io.Writer) error {
-						return writeSnapshot(w, msg.CommandIndex, d, c.opts.SnapshotPadding)
+						return writeSnapshot(w, msg.CommandIndex, d, state, c.opts.SnapshotPadding)
 					})
 					if err != nil && !errors.Is(err, raft.ErrStopped) && !errors.Is(err, raft.ErrStaleSnapshot) {
 						c.t.Errorf("rafttest: node %d: snapshot at %d: %v", id, msg.CommandIndex, err)
@@ -445,11 +461,14 @@ func (c *Cluster) Close() {
 }
 
 // writeSnapshot writes the Cluster's application state: the index, the
-// digest, and padding bytes of filler, each a function of its offset.
-func writeSnapshot(w io.Writer, index uint64, d check.Digest, padding int) error {
+// digest, the user's state, and padding bytes of filler, each a function of
+// its offset.
+func writeSnapshot(w io.Writer, index uint64, d check.Digest, state []byte, padding int) error {
 	hdr := binary.BigEndian.AppendUint64(nil, index)
 	hdr = binary.BigEndian.AppendUint64(hdr, uint64(padding))
 	hdr = append(hdr, d[:]...)
+	hdr = binary.BigEndian.AppendUint64(hdr, uint64(len(state)))
+	hdr = append(hdr, state...)
 	if _, err := w.Write(hdr); err != nil {
 		return err
 	}
@@ -468,21 +487,29 @@ func writeSnapshot(w io.Writer, index uint64, d check.Digest, padding int) error
 }
 
 // readSnapshot reads what writeSnapshot wrote, to the end, and checks it.
-func readSnapshot(r io.Reader) (index uint64, d check.Digest, err error) {
-	hdr := make([]byte, 16+len(d))
+func readSnapshot(r io.Reader) (index uint64, d check.Digest, state []byte, err error) {
+	hdr := make([]byte, 16+len(d)+8)
 	if _, err := io.ReadFull(r, hdr); err != nil {
-		return 0, d, fmt.Errorf("read snapshot header: %w", err)
+		return 0, d, nil, fmt.Errorf("read snapshot header: %w", err)
 	}
 	index = binary.BigEndian.Uint64(hdr)
 	padding := binary.BigEndian.Uint64(hdr[8:])
 	copy(d[:], hdr[16:])
+	n := binary.BigEndian.Uint64(hdr[16+len(d):])
+	if n > 1<<30 {
+		return 0, d, nil, fmt.Errorf("snapshot state of %d bytes: corrupt length", n)
+	}
+	state = make([]byte, n)
+	if _, err := io.ReadFull(r, state); err != nil {
+		return 0, d, nil, fmt.Errorf("read snapshot state: %w", err)
+	}
 	buf := make([]byte, 32<<10)
 	var off uint64
 	for {
 		n, err := r.Read(buf)
 		for i := range buf[:n] {
 			if buf[i] != byte(off+uint64(i)) {
-				return 0, d, fmt.Errorf("snapshot filler byte %d is wrong", off+uint64(i))
+				return 0, d, nil, fmt.Errorf("snapshot filler byte %d is wrong", off+uint64(i))
 			}
 		}
 		off += uint64(n)
@@ -490,11 +517,11 @@ func readSnapshot(r io.Reader) (index uint64, d check.Digest, err error) {
 			break
 		}
 		if err != nil {
-			return 0, d, fmt.Errorf("read snapshot: %w", err)
+			return 0, d, nil, fmt.Errorf("read snapshot: %w", err)
 		}
 	}
 	if off != padding {
-		return 0, d, fmt.Errorf("snapshot has %d filler bytes, want %d", off, padding)
+		return 0, d, nil, fmt.Errorf("snapshot has %d filler bytes, want %d", off, padding)
 	}
-	return index, d, nil
+	return index, d, state, nil
 }
