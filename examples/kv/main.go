@@ -3,6 +3,10 @@
 // the leader, writes more through the new one, and shows that every node
 // holds the same data.
 //
+// Each node takes a snapshot of its map every few commands (when the node
+// marks one SnapshotDue), so that its log stays short; a node restarted,
+// or left behind, starts from a snapshot and the commands after it.
+//
 // Each node keeps its log in a FilePersister, in its own subdirectory of
 // the -data directory (node1, node2, node3). A later run recovers it: each
 // node replays what it had committed, which the program prints before
@@ -18,13 +22,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +54,41 @@ func (s *store) apply(msg raft.ApplyMsg) {
 	s.data[k] = v
 	s.index = msg.CommandIndex
 	s.mu.Unlock()
+}
+
+// writeTo writes the map, one "key=value" line per key in key order: the
+// snapshot Node.Snapshot stores.
+func (s *store) writeTo(w io.Writer) error {
+	s.mu.Lock()
+	keys := slices.Sorted(maps.Keys(s.data))
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s\n", k, s.data[k])
+	}
+	s.mu.Unlock()
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// restore replaces the map by a snapshot's, which covers the log up to
+// index.
+func (s *store) restore(r io.Reader, index uint64) error {
+	data := map[string]string{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			return fmt.Errorf("snapshot line %q: no '='", sc.Text())
+		}
+		data[k] = v
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.data, s.index = data, index
+	s.mu.Unlock()
+	return nil
 }
 
 func (s *store) applied() uint64 {
@@ -114,17 +157,18 @@ func run(dataDir string, mem bool) (err error) {
 		if err != nil {
 			return fmt.Errorf("node %d: %w", id, err)
 		}
-		if len(st.Entries) == 0 {
+		if len(st.Entries) == 0 && st.Snapshot.Index == 0 {
 			fmt.Printf("node %d: %s: new\n", id, dir)
 			continue
 		}
-		for _, e := range st.Entries[:min(st.HardState.Commit, uint64(len(st.Entries)))] {
-			if e.Type == raft.EntryNormal {
+		recovered[id] = st.Snapshot.Index
+		for _, e := range st.Entries {
+			if e.Index <= st.HardState.Commit && e.Type == raft.EntryNormal {
 				recovered[id] = e.Index
 			}
 		}
-		fmt.Printf("node %d: %s: %d log entries from an earlier run, %d known committed\n",
-			id, dir, len(st.Entries), st.HardState.Commit)
+		fmt.Printf("node %d: %s: a snapshot up to index %d and %d log entries after it from an earlier run, %d known committed\n",
+			id, dir, st.Snapshot.Index, len(st.Entries), max(st.HardState.Commit, st.Snapshot.Index))
 	}
 
 	nodes := map[raft.NodeID]*raft.Node{}
@@ -144,6 +188,9 @@ func run(dataDir string, mem bool) (err error) {
 			Persister:         persisters[id],
 			ElectionTimeout:   300 * time.Millisecond,
 			HeartbeatInterval: 50 * time.Millisecond,
+			// Tiny, to show snapshots in a short run; the default is 10,000.
+			SnapshotInterval: 4,
+			TrailingEntries:  2,
 		})
 		if err != nil {
 			return err
@@ -154,8 +201,22 @@ func run(dataDir string, mem bool) (err error) {
 		go func() { // apply loop: ends when the node stops and closes ApplyCh
 			defer wg.Done()
 			for msg := range n.ApplyCh() {
-				if msg.CommandValid {
+				switch {
+				case msg.SnapshotValid:
+					err := s.restore(msg.Snapshot, msg.SnapshotIndex)
+					msg.Snapshot.Close()
+					if err != nil {
+						log.Printf("node %d: restore snapshot: %v", id, err)
+					}
+				case msg.CommandValid:
 					s.apply(msg)
+					if msg.SnapshotDue {
+						// The map is as of this command: snapshot it.
+						err := n.Snapshot(context.Background(), msg.CommandIndex, s.writeTo)
+						if err != nil && !errors.Is(err, raft.ErrStopped) {
+							log.Printf("node %d: snapshot: %v", id, err)
+						}
+					}
 				}
 			}
 		}()
