@@ -17,13 +17,13 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// hashicorpCluster is hashicorp/raft as Consul and Nomad build it:
+// hashicorpCluster is hashicorp/raft as Consul and Vault build it:
 // raft.DefaultConfig() with BatchApplyCh on (proposals batched from the
 // apply channel, up to MaxAppendEntries = 64), a BatchingFSM, InmemTransport
 // between the nodes (in-process, pipelined, requests passed without
 // encoding), and for storage either InmemStore or raft-boltdb v2 (bbolt,
 // NoSync off: every write transaction fdatasyncs) behind raft.NewLogCache
-// with 512 entries, the size Consul and Nomad use. Apply on the leader;
+// with 512 entries, the size Consul and Vault use. Apply on the leader;
 // ApplyFuture.Error returns once the leader's FSM has applied the entry.
 type hashicorpCluster struct {
 	nodes   []*raft.Raft
