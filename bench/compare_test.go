@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -118,5 +121,35 @@ func TestRawFsync(t *testing.T) {
 	}
 	if r.Fsync50 <= 0 || r.Datasync50 <= 0 || r.Ops < 40 {
 		t.Fatalf("%+v", r)
+	}
+}
+
+// fakeCluster fails every proposal after the first failAfter.
+type fakeCluster struct {
+	n         atomic.Int64
+	failAfter int64
+}
+
+func (f *fakeCluster) propose(ctx context.Context, cmd []byte) error {
+	if f.n.Add(1) > f.failAfter {
+		return errors.New("disk on fire")
+	}
+	return nil
+}
+func (f *fakeCluster) commitIndex() (uint64, error) { return uint64(f.n.Load()), nil }
+func (f *fakeCluster) fsyncs() int64                { return 0 }
+func (f *fakeCluster) close() error                 { return nil }
+
+// TestPeerErrors: a peer that fails to start, or fails a proposal mid-run,
+// yields a result that says so rather than figures.
+func TestPeerErrors(t *testing.T) {
+	starters["fail-start"] = func(context.Context, spec) (cluster, error) { return nil, errors.New("no quorum today") }
+	starters["fail-midrun"] = func(context.Context, spec) (cluster, error) { return &fakeCluster{failAfter: 1000}, nil }
+	t.Cleanup(func() { delete(starters, "fail-start"); delete(starters, "fail-midrun") })
+	for lib, want := range map[string]string{"fail-start": "start: no quorum today", "fail-midrun": "proposal failed: disk on fire"} {
+		r := Run(Cell{Lib: lib, Nodes: 3, Size: 128, Proposers: 4, Duration: time.Second})
+		if !strings.Contains(r.Err, want) {
+			t.Errorf("%s: Err %q, want %q", lib, r.Err, want)
+		}
 	}
 }
