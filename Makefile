@@ -45,3 +45,23 @@ soak-snapshot:
 	RAFT_LONG=1 RAFT_LONG_DISK=1 $(GO) test -run '^TestLongRunBoundedMemory$$' -count=1 -v -timeout=30m .
 bench-snapshot:
 	$(GO) test -run '^$$' -bench='^BenchmarkSnapshotCatchUp$$' -benchtime=1x -count=3 .
+
+# raftkit/raft beside hashicorp/raft and etcd-io/raft: 3-node in-process
+# clusters, 128-byte commands, 1, 16 and 256 proposers, in memory and on
+# disk (RAFT_BENCH_DIR, default $TMPDIR or /tmp), one table; under 5
+# minutes. The peers live in bench/, a module of its own, so they never
+# become dependencies of the library; the first run downloads them.
+# Extra flags: make compare COMPARE_FLAGS='-duration 5s -json out.json'
+COMPARE_FLAGS ?=
+COMPARE_REV = $(shell git describe --always --dirty 2>/dev/null)
+COMPARE = cd bench && $(GO) run ./cmd/compare -rev '$(COMPARE_REV)'
+.PHONY: compare compare-scaling
+compare:
+	$(COMPARE) $(COMPARE_FLAGS)
+
+# The same table for 5 nodes, for 1 KiB and 16 KiB commands, then
+# throughput and peak live heap as proposers grow to 4,096.
+compare-scaling:
+	$(COMPARE) -nodes 5 $(COMPARE_FLAGS)
+	$(COMPARE) -size 1024,16384 $(COMPARE_FLAGS)
+	$(COMPARE) -proposers 1,16,64,256,1024,4096 $(COMPARE_FLAGS)
