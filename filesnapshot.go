@@ -82,7 +82,7 @@ func isSnapTmp(name string) bool {
 }
 
 func (p *FilePersister) snapCorrupt(path, format string, args ...any) error {
-	return fmt.Errorf("raft: %w: snapshot file %s: %s", ErrCorrupt, path, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: snapshot file %s: %s", ErrCorrupt, path, fmt.Sprintf(format, args...))
 }
 
 // scanSnapshots finds the newest snapshot file in the directory and
@@ -355,9 +355,10 @@ func (p *FilePersister) newSnapReader(f wal.File, s snapFile) (*snapReader, erro
 	case binary.LittleEndian.Uint32(hdr[8:12]) != snapVersion || binary.LittleEndian.Uint32(hdr[12:16]) != 0:
 		return nil, r.fail("unsupported format version or flags")
 	}
+	// The WAL vouched that the directory is this node's: a header naming
+	// another node or cluster is damage (or a file copied in by hand).
 	if node, cluster := binary.LittleEndian.Uint64(hdr[16:24]), binary.LittleEndian.Uint64(hdr[24:32]); node != p.opts.NodeID || cluster != p.opts.ClusterID {
-		return nil, fmt.Errorf("%w: snapshot file %s was written by node %d of cluster %d, not node %d of cluster %d",
-			ErrWrongDirectory, s.path, node, cluster, p.opts.NodeID, p.opts.ClusterID)
+		return nil, r.fail("header names node %d of cluster %d, not node %d of cluster %d", node, cluster, p.opts.NodeID, p.opts.ClusterID)
 	}
 	if m := (SnapshotMeta{Index: binary.LittleEndian.Uint64(hdr[32:40]), Term: binary.LittleEndian.Uint64(hdr[40:48])}); m != s.meta {
 		return nil, r.fail("header says index %d term %d, unlike the file name", m.Index, m.Term)
