@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,6 +72,7 @@ type diskStats struct {
 	powerLosses  int   // crashes that were power losses
 	withUnsynced int   // power losses that found unsynced writes to drop or cut
 	unsynced     int64 // bytes of those writes
+	segsDeleted  int   // WAL segments deleted, summed over the nodes at the end
 }
 
 func (s *diskStats) add(o diskStats) {
@@ -79,6 +81,21 @@ func (s *diskStats) add(o diskStats) {
 	s.powerLosses += o.powerLosses
 	s.withUnsynced += o.withUnsynced
 	s.unsynced += o.unsynced
+}
+
+// faultDiskFiles returns the segment files (in log order) and the snapshot
+// files in dir on fsys.
+func faultDiskFiles(fsys *faultfs.FS, dir string) (segs, snaps []string) {
+	names, _ := fsys.ReadDir(dir) // sorted
+	for _, n := range names {
+		switch {
+		case strings.HasSuffix(n, ".wal"):
+			segs = append(segs, n)
+		case strings.HasSuffix(n, ".snap"):
+			snaps = append(snaps, n)
+		}
+	}
+	return segs, snaps
 }
 
 // open opens the directory on the current file system. Call with d.mu held.
@@ -278,13 +295,19 @@ func newFaultDisks(t *testing.T, mode crashMode, onOS bool, seed uint64) *faultD
 				t.Errorf("load node %d's directory: %v", id, err)
 			} else {
 				diskCheckState(t, id, st)
+				if fsys := d.FS(); fsys != nil {
+					segs, snaps := faultDiskFiles(fsys, d.dir)
+					total.segsDeleted += diskSegmentsDeleted(segs)
+					t.Logf("node %d: snapshot %d/%d, %d entries after it, %d segments (%d deleted), snapshot files %v",
+						id, st.Snapshot.Index, st.Snapshot.Term, len(st.Entries), len(segs), diskSegmentsDeleted(segs), snaps)
+				}
 			}
 			if err := p.Close(); err != nil {
 				t.Errorf("close node %d's directory: %v", id, err)
 			}
 		}
-		t.Logf("crashes %d (power losses %d, %d with %d unsynced bytes to drop or cut), %d buffered bytes dropped by kills",
-			total.crashes, total.powerLosses, total.withUnsynced, total.unsynced, total.bufDropped)
+		t.Logf("crashes %d (power losses %d, %d with %d unsynced bytes to drop or cut), %d buffered bytes dropped by kills; %d segments deleted in all",
+			total.crashes, total.powerLosses, total.withUnsynced, total.unsynced, total.bufDropped, total.segsDeleted)
 	})
 	return ds
 }
@@ -575,12 +598,19 @@ func TestDisk_FullFollower(t *testing.T) {
 // unsynced writes are there to lose. Every acknowledged command must be
 // applied at its index by all five nodes in the end, and the Cluster's
 // checker must find no disagreement.
-func TestDisk_PowerLossChurn(t *testing.T) {
-	seed := faultSeed(t, 5)
+func TestDisk_PowerLossChurn(t *testing.T) { diskPowerLossChurn(t, 5, nil) }
+
+// diskPowerLossChurn is TestDisk_PowerLossChurn with defSeed as the
+// default seed and mod, if set, adjusting the cluster's Options.
+func diskPowerLossChurn(t *testing.T, defSeed uint64, mod func(*rafttest.Options)) {
+	seed := faultSeed(t, defSeed)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	disks := newFaultDisks(t, crashPowerLoss, false, seed)
 	opts := disks.options()
 	opts.Seed = seed
+	if mod != nil {
+		mod(&opts)
+	}
 	c := rafttest.NewCluster(t, 5, opts)
 
 	type ack struct {
