@@ -155,15 +155,25 @@ func (p *FilePersister) open() error {
 func (p *FilePersister) Load() (PersistentState, error) {
 	// Verify the snapshot before taking mu: the log methods need not wait
 	// for a large file to be read.
-	p.snapMu.Lock()
-	snap, closed := p.snap, p.snapClosed
-	p.snapMu.Unlock()
-	if closed {
-		return PersistentState{}, errFileClosed
-	}
-	if snap.meta.Index > 0 {
-		if err := p.verifySnapshot(snap); err != nil {
-			return PersistentState{}, fmt.Errorf("raft: load %s: %w", p.dir, err)
+	var snap snapFile
+	for {
+		p.snapMu.Lock()
+		s, closed := p.snap, p.snapClosed
+		p.snapMu.Unlock()
+		if closed {
+			return PersistentState{}, errFileClosed
+		}
+		if s == snap {
+			break // verified, and still the newest
+		}
+		snap = s
+		if snap.meta.Index > 0 {
+			if err := p.verifySnapshot(snap); err != nil {
+				if p.newestSnapshot() != snap {
+					continue // a concurrent Commit replaced (and deleted) it
+				}
+				return PersistentState{}, fmt.Errorf("raft: load %s: %w", p.dir, err)
+			}
 		}
 	}
 	p.mu.Lock()
@@ -304,6 +314,13 @@ func (p *FilePersister) Close() error {
 	p.closed = true
 	p.closeSnapshots()
 	return p.w.Close()
+}
+
+// newestSnapshot returns the newest committed snapshot file.
+func (p *FilePersister) newestSnapshot() snapFile {
+	p.snapMu.Lock()
+	defer p.snapMu.Unlock()
+	return p.snap
 }
 
 // closeSnapshots makes the snapshot methods fail from now on: the

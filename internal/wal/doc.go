@@ -118,7 +118,8 @@
 // bytes present before anything is allocated.
 //
 // Limits: a deleted last segment, or a segment deleted at the front other
-// than by ReleaseBefore, cannot be detected. On a file system that may
+// than by ReleaseBefore or compaction, cannot be detected by the WAL (raft's
+// FilePersister detects a log compacted past its newest snapshot file). On a file system that may
 // persist unsynced pages of a file out of order, a crash can leave a hole
 // of zeros followed by valid unsynced records; Open then reports
 // ErrCorrupt rather than guess, and an operator can truncate the last
