@@ -12,8 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -129,4 +131,90 @@ func TestDiskSnap_PowerLossChurn(t *testing.T) {
 	})
 	t.Logf("%d snapshots failed because the machine died under them", snapFailed.Load())
 	t.Logf("snapshots delivered on ApplyCh: %s", snaps.String())
+}
+
+// diskSnapSlowWrites slows down the writes of snapshot files on d's
+// current file system, so that a test can crash a node while a transfer is
+// under way. A power loss replaces the file system: call it again after.
+func diskSnapSlowWrites(d *faultDisk) {
+	d.FS().SetFault(func(op, path string) error {
+		if op == "write" && strings.Contains(filepath.Base(path), "snap-") && strings.HasSuffix(path, ".tmp") {
+			time.Sleep(30 * time.Millisecond) // holds that machine's file system: only that node waits
+		}
+		return nil
+	})
+}
+
+// diskSnapWaitTmp waits until d's directory holds a snapshot file being
+// received (a .tmp), and reports whether it saw one.
+func diskSnapWaitTmp(d *faultDisk) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		names, _ := d.FS().ReadDir(d.dir)
+		for _, n := range names {
+			if strings.HasPrefix(n, "snap-") && strings.HasSuffix(n, ".tmp") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestDiskSnap_CrashDuringTransfer crashes both sides of a snapshot
+// transfer on faultfs, with a power loss each time: first the follower
+// while it writes the snapshot it receives (what it had written must not
+// count as a snapshot), then the leader while it streams one (the new
+// leader sends its own). The follower must catch up all the same.
+func TestDiskSnap_CrashDuringTransfer(t *testing.T) {
+	seed := faultSeed(t, 11)
+	disks := newFaultDisks(t, crashPowerLoss, false, seed)
+	var snaps snapCounter
+	opts := snapOptions(10, 200<<10, &snaps)
+	opts.Persister = disks.options().Persister
+	opts.Seed = seed
+	c := rafttest.NewCluster(t, 3, opts)
+	leader := c.Leader()
+	follower := others(c.IDs, leader)[0]
+	fd := disks.get(follower)
+
+	// Receiver side.
+	c.Disconnect(follower)
+	for i := range 40 {
+		c.One(fmt.Appendf(nil, "r%d", i), 2, true)
+	}
+	before := fd.durable(t).Snapshot
+	diskSnapSlowWrites(fd)
+	c.Connect(follower)
+	require.True(t, diskSnapWaitTmp(fd), "the follower never started receiving a snapshot")
+	c.Crash(follower)
+	st := fd.durable(t)
+	diskCheckState(t, follower, st)
+	require.Equal(t, before, st.Snapshot, "a snapshot cut by the crash must not count")
+	_, files := faultDiskFiles(fd.FS(), fd.dir)
+	t.Logf("follower %d crashed while receiving; after the power loss its snapshot files are %v", follower, files)
+	c.Restart(follower)
+	last := c.One([]byte("after-receiver-crash"), 3, true)
+	snapWait(t, "the follower to catch up", func() bool { return c.LastApplied(follower) >= last })
+	require.Positive(t, snaps.count(follower), "the follower caught up by a snapshot")
+
+	// Sender side.
+	c.Disconnect(follower)
+	leader = c.Leader()
+	for i := range 40 {
+		c.One(fmt.Appendf(nil, "s%d", i), 2, true)
+	}
+	diskSnapSlowWrites(fd)
+	got := snaps.count(follower)
+	c.Connect(follower)
+	require.True(t, diskSnapWaitTmp(fd), "the follower never started receiving a snapshot")
+	c.Crash(leader)
+	t.Logf("leader %d crashed while sending", leader)
+	last = c.One([]byte("after-sender-crash"), 2, true)
+	snapWait(t, "the follower to catch up", func() bool { return c.LastApplied(follower) >= last })
+	c.Restart(leader)
+	last = c.One([]byte("all"), 3, true)
+	for _, id := range c.IDs {
+		snapWait(t, "every node to apply the last command", func() bool { return c.LastApplied(id) >= last })
+	}
+	require.Greater(t, snaps.count(follower), got, "the follower caught up by a snapshot again")
+	require.NoError(t, c.Check())
 }
