@@ -74,7 +74,10 @@ type Persister interface {
 	// Load returns the state as of the last write. NewNode calls it once.
 	// The returned entries follow the returned snapshot: if the log held
 	// an entry at the snapshot's index with another term, or ended before
-	// it, Load returns no entries (the snapshot replaces that log).
+	// it, Load returns no entries (the snapshot replaces that log): the
+	// Persister then drops that log as TruncateFrom and Compact at the
+	// snapshot's index would (durably at the next Sync), so that the next
+	// Append starts at the snapshot's index+1.
 	Load() (PersistentState, error)
 	// Append adds entries to the end of the log. entries[0].Index is one
 	// more than the last index held (after any TruncateFrom), or one more
@@ -158,7 +161,12 @@ func (p *MemoryPersister) Load() (PersistentState, error) {
 		return PersistentState{}, fmt.Errorf("raft: %w: MemoryPersister log compacted to %d, past its newest snapshot at %d", ErrCorrupt, l.base, snap.Index)
 	case snap.Index == l.base:
 	case snap.Index > l.last() || ents[snap.Index-l.base-1].Term != snap.Term:
-		ents = nil // the snapshot replaces a log that does not lead to it
+		// The snapshot replaces a log that does not lead to it: drop that
+		// log, as TruncateFrom and Compact would, so that the next Append
+		// (at snap.Index+1) fits.
+		ents = nil
+		l.entries, l.base = nil, snap.Index
+		p.current = l
 	default:
 		ents = ents[snap.Index-l.base:]
 	}

@@ -12,6 +12,7 @@ package raft_test
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -86,21 +87,53 @@ func diskCheckDir(t *testing.T, dir string, id raft.NodeID, fopts raft.FileOptio
 		return
 	}
 	diskCheckState(t, id, st)
-	t.Logf("node %d: %d entries, hard state %+v, %d segments", id, len(st.Entries), st.HardState, len(fpSegments(t, dir)))
+	segs := fpSegments(t, dir)
+	snaps, err := filepath.Glob(filepath.Join(dir, "*.snap"))
+	if err != nil {
+		t.Error(err)
+	}
+	t.Logf("node %d: snapshot %d/%d, %d entries after it, hard state %+v, %d segments (%d deleted), snapshot files %v",
+		id, st.Snapshot.Index, st.Snapshot.Term, len(st.Entries), st.HardState, len(segs), diskSegmentsDeleted(segs), diskBase(snaps))
+}
+
+// diskSegmentsDeleted returns how many segments were deleted before the
+// first of segs (paths in log order): segment sequence numbers start at 0
+// and have no gaps, so it is the first one's.
+func diskSegmentsDeleted(segs []string) int {
+	if len(segs) == 0 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(filepath.Base(segs[0])[:16], 16, 64)
+	return int(n)
+}
+
+// diskBase returns the base names of paths.
+func diskBase(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = filepath.Base(p)
+	}
+	return out
 }
 
 // diskCheckState checks that st is a log a Node would accept: entries
-// 1..n, terms never decreasing, commit within the log.
+// contiguous from the snapshot's index + 1 (from 1 without a snapshot),
+// terms never decreasing (nor below the snapshot's), commit within the log.
 func diskCheckState(t *testing.T, id raft.NodeID, st raft.PersistentState) {
 	t.Helper()
+	snap := st.Snapshot
 	for i, e := range st.Entries {
-		if e.Index != uint64(i)+1 || (i > 0 && e.Term < st.Entries[i-1].Term) {
-			t.Errorf("node %d: entry %d is {index %d, term %d} after term %d", id, i, e.Index, e.Term, st.Entries[max(i, 1)-1].Term)
+		prev := snap.Term
+		if i > 0 {
+			prev = st.Entries[i-1].Term
+		}
+		if e.Index != snap.Index+uint64(i)+1 || e.Term < prev {
+			t.Errorf("node %d: entry %d is {index %d, term %d} after term %d (snapshot %d/%d)", id, i, e.Index, e.Term, prev, snap.Index, snap.Term)
 			return
 		}
 	}
-	if st.HardState.Commit > uint64(len(st.Entries)) {
-		t.Errorf("node %d: commit %d beyond the last index %d", id, st.HardState.Commit, len(st.Entries))
+	if last := snap.Index + uint64(len(st.Entries)); st.HardState.Commit > last {
+		t.Errorf("node %d: commit %d beyond the last index %d", id, st.HardState.Commit, last)
 	}
 }
 

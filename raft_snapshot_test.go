@@ -87,10 +87,20 @@ func snapWait(t *testing.T, what string, cond func() bool) {
 const snapLogBound = 10 + 5 + 20
 
 func TestSnapshot_DisconnectedFollowerCatchesUpBySnapshot(t *testing.T) {
+	testSnapshotDisconnectedFollower(t, nil)
+}
+
+// testSnapshotDisconnectedFollower is the scenario of
+// TestSnapshot_DisconnectedFollowerCatchesUpBySnapshot, with persister (if
+// set) as the Options' Persister. It returns the cluster (stopped at the
+// test's end), its leader and the follower.
+func testSnapshotDisconnectedFollower(t *testing.T, persister func(raft.NodeID) raft.Persister) (c *rafttest.Cluster, leader, follower raft.NodeID) {
 	var snaps snapCounter
-	c := rafttest.NewCluster(t, 3, snapOptions(10, 20<<10, &snaps))
-	leader := c.Leader()
-	follower := c.IDs[0]
+	opts := snapOptions(10, 20<<10, &snaps)
+	opts.Persister = persister
+	c = rafttest.NewCluster(t, 3, opts)
+	leader = c.Leader()
+	follower = c.IDs[0]
 	if follower == leader {
 		follower = c.IDs[1]
 	}
@@ -107,6 +117,7 @@ func TestSnapshot_DisconnectedFollowerCatchesUpBySnapshot(t *testing.T) {
 	require.GreaterOrEqual(t, snaps.count(follower), 1, "the follower must catch up by a snapshot")
 	snapWait(t, "the follower to apply the last command", func() bool { return c.LastApplied(follower) >= last })
 	require.NoError(t, c.Check())
+	return c, leader, follower
 }
 
 // A node that has been down since the cluster started (its log is empty,

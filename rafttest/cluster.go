@@ -54,6 +54,10 @@ type Options struct {
 	// before RestoreState, but must not read them.
 	SnapshotState func(id raft.NodeID) []byte
 	RestoreState  func(id raft.NodeID, index uint64, state []byte) error
+	// SnapshotErrorOK, if set, says whether an error of the application's
+	// Node.Snapshot is expected (a test whose disks fail on purpose);
+	// other errors, but ErrStopped and ErrStaleSnapshot, fail the test.
+	SnapshotErrorOK func(id raft.NodeID, err error) bool
 }
 
 // Cluster timings: heartbeats every 100ms (at most 10 per second per
@@ -182,7 +186,8 @@ func (c *Cluster) start(id raft.NodeID) {
 					err := node.Snapshot(context.Background(), msg.CommandIndex, func(w io.Writer) error {
 						return writeSnapshot(w, msg.CommandIndex, d, state, c.opts.SnapshotPadding)
 					})
-					if err != nil && !errors.Is(err, raft.ErrStopped) && !errors.Is(err, raft.ErrStaleSnapshot) {
+					if err != nil && !errors.Is(err, raft.ErrStopped) && !errors.Is(err, raft.ErrStaleSnapshot) &&
+						(c.opts.SnapshotErrorOK == nil || !c.opts.SnapshotErrorOK(id, err)) {
 						c.t.Errorf("rafttest: node %d: snapshot at %d: %v", id, msg.CommandIndex, err)
 					}
 				}

@@ -176,6 +176,10 @@ func metaRec(m segMeta) []byte {
 	return b
 }
 
+func compactRec(index uint64) []byte {
+	return binary.LittleEndian.AppendUint64([]byte{recCompact}, index)
+}
+
 func truncateRec(index uint64) []byte {
 	return binary.LittleEndian.AppendUint64([]byte{recTruncate}, index)
 }
@@ -211,6 +215,29 @@ func TestRecovery_Rules(t *testing.T) {
 			"0000000000000005-0000000000000064.wal": buildSegment(segMeta{seq: 5, firstIndex: 100, hardState: HardState{Term: 4}}, entriesRec(100, 1)),
 		},
 		want: State{HardState: HardState{Term: 4}, FirstIndex: 100, Entries: []Entry{{Index: 100, Term: 1, Data: []byte("hi")}}},
+	}, {
+		name:  "compact within the log",
+		files: map[string][]byte{seg0: buildSegment(segMeta{seq: 0, firstIndex: 1}, entriesRec(1, 4), compactRec(3))},
+		want:  State{FirstIndex: 4, Entries: []Entry{{Index: 4, Term: 1, Data: []byte("hi")}}},
+	}, {
+		name:  "compact beyond the end, then entries after it",
+		files: map[string][]byte{seg0: buildSegment(segMeta{seq: 0, firstIndex: 1}, entriesRec(1, 2), compactRec(9), entriesRec(10, 1))},
+		want:  State{FirstIndex: 10, Entries: []Entry{{Index: 10, Term: 1, Data: []byte("hi")}}},
+	}, {
+		name: "compaction point restated after release, next segment after a compact beyond the end",
+		files: map[string][]byte{
+			"0000000000000003-0000000000000014.wal": buildSegment(segMeta{seq: 3, firstIndex: 20}, compactRec(12), entriesRec(20, 2), compactRec(30)),
+			"0000000000000004-000000000000001f.wal": buildSegment(segMeta{seq: 4, firstIndex: 31}, compactRec(30)),
+		},
+		want: State{FirstIndex: 31},
+	}, {
+		name:    "truncate at the compaction point",
+		files:   map[string][]byte{seg0: buildSegment(segMeta{seq: 0, firstIndex: 1}, entriesRec(1, 4), compactRec(2), truncateRec(2), hardStateRec(HardState{Term: 1}))},
+		wantErr: "truncate record at index 2, at or below the compaction point 2",
+	}, {
+		name:    "compact record at index 0",
+		files:   map[string][]byte{seg0: buildSegment(segMeta{seq: 0, firstIndex: 1}, compactRec(0), hardStateRec(HardState{Term: 1}))},
+		wantErr: "compact record at index 0",
 	}, {
 		name:    "index gap",
 		files:   map[string][]byte{seg0: buildSegment(segMeta{seq: 0, firstIndex: 1}, entriesRec(1, 3), entriesRec(5, 1), hardStateRec(HardState{Term: 1}))},

@@ -15,7 +15,7 @@ import (
 
 // op is one call of a workload on a WAL.
 type op struct {
-	kind    byte // 'a'ppend, 't'runcate, 'h'ard state, 's'ync, 'r'elease
+	kind    byte // 'a'ppend, 't'runcate, 'h'ard state, 's'ync, 'r'elease, 'c'ompact
 	ents    []Entry
 	index   uint64
 	hs      HardState
@@ -23,14 +23,31 @@ type op struct {
 }
 
 // genWorkload returns a random workload: appends of varied sizes (some
-// larger than a segment), truncations, hard states, syncs and releases.
-func genWorkload(seed uint64, n int) []op {
+// larger than a segment), truncations (some below the compaction point),
+// hard states, syncs, releases and compactions (some beyond the end of the
+// log); with compact false, no compactions.
+func genWorkload(seed uint64, n int, compact bool) []op {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	var ops []op
 	var m model
 	hs := HardState{}
 	for len(ops) < n {
-		switch r := rng.IntN(20); {
+		r := rng.IntN(23)
+		if r >= 20 && !compact {
+			continue
+		}
+		switch {
+		case r >= 20:
+			// Mostly within the log, sometimes beyond its end.
+			idx := m.next() - 1 - uint64(rng.IntN(int(m.next()-m.base)))
+			if rng.IntN(4) == 0 {
+				idx = m.next() + uint64(rng.IntN(4))
+			}
+			if idx == 0 {
+				continue
+			}
+			ops = append(ops, op{kind: 'c', index: idx})
+			m = m.compact(idx)
 		case r < 9:
 			size := rng.IntN(120)
 			if rng.IntN(8) == 0 {
@@ -95,6 +112,10 @@ func (h *history) run(w *WAL, ops []op) error {
 		case 'r':
 			h.released = max(h.released, o.index)
 			err = w.ReleaseBefore(o.index)
+		case 'c':
+			cur = cur.compact(o.index)
+			h.states = append(h.states, cur)
+			err = w.Compact(o.index)
 		}
 		if err != nil {
 			return err
@@ -153,21 +174,24 @@ func crashPlans() map[string]faultfs.CrashPlan {
 // after its last completed Sync, and the recovered WAL must accept writes
 // that a further reopen returns.
 //
-// WAL_CRASH_SEEDS=n runs n workloads instead of 3.
+// WAL_CRASH_SEEDS=n runs n workloads instead of 4 (the odd ones compact).
 func TestCrashConsistency(t *testing.T) {
-	seeds, length := 3, 60
+	seeds, length := 4, 60
 	if s := os.Getenv("WAL_CRASH_SEEDS"); s != "" {
 		n, err := strconv.Atoi(s)
 		require.NoError(t, err)
 		seeds = n
 	}
 	if testing.Short() {
-		seeds, length = 1, 40
+		seeds, length = 2, 40
 	}
 	plans := crashPlans()
-	points, recoveries := 0, 0
+	points, recoveries, compacts, released := 0, 0, 0, 0
 	for seed := range uint64(seeds) {
-		ops := genWorkload(seed, length)
+		// Odd seeds compact too: crash points across compact records,
+		// segment deletion at Sync and segments that restate the
+		// compaction point.
+		ops := genWorkload(seed, length, seed%2 == 1)
 		opts := quietOpts(nil)
 		opts.flushBytes = 300 // flush inside appends too, not only at Sync
 
@@ -178,6 +202,12 @@ func TestCrashConsistency(t *testing.T) {
 		require.NoError(t, err)
 		var h history
 		require.NoError(t, h.run(w, ops))
+		released += w.Released()
+		for _, o := range ops {
+			if o.kind == 'c' {
+				compacts++
+			}
+		}
 		require.NoError(t, w.Close())
 		total := fsys.Ops()
 
@@ -209,12 +239,13 @@ func TestCrashConsistency(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d crash points, %d recoveries", points, recoveries)
+	t.Logf("%d crash points, %d recoveries; the workloads compacted %d times and deleted %d segments", points, recoveries, compacts, released)
 	minPoints := 300
 	if testing.Short() {
 		minPoints = 50
 	}
 	require.GreaterOrEqual(t, points, minPoints, "crash points tried")
+	require.Positive(t, compacts, "compactions in the workloads")
 }
 
 // checkProcessCrash restarts the process on fsys, whose unsynced writes

@@ -5,11 +5,13 @@
 // # Use
 //
 // Open returns the WAL and the State it recovered. Append, TruncateFrom and
-// SetHardState buffer records in call order; Sync makes all of them
-// durable with one fsync (group commit). A write or fsync failure is
+// SetHardState and Compact buffer records in call order; Sync makes all of
+// them durable with one fsync (group commit). A write or fsync failure is
 // sticky: Close, fix the cause and Open again, which recovers what reached
-// the disk. ReleaseBefore deletes whole segments that a snapshot made
-// unnecessary. Close releases the directory lock.
+// the disk. Compact records that a snapshot covers a prefix of the log;
+// once that record is durable, Sync deletes the whole segments it made
+// unnecessary (ReleaseBefore does the same for an index the caller gives).
+// Close releases the directory lock.
 //
 // # Directory
 //
@@ -22,8 +24,10 @@
 // entry it may hold, both as 16 lowercase hex digits, so names sort in log
 // order. Sequence numbers are consecutive. A new segment is written as
 // NAME.wal.tmp, fsynced, renamed to NAME.wal and the directory fsynced, so
-// a segment file always begins with a whole metadata record; Open removes
-// leftover .tmp files. A segment is closed (fsynced) once it reaches
+// a segment file always begins with a whole metadata record (and, once the
+// log was compacted, a compact record restating the compaction point);
+// Open removes leftover .wal.tmp files and ignores files of other names
+// (raft's FilePersister keeps its snapshot files in the same directory). A segment is closed (fsynced) once it reaches
 // Options.SegmentSize, before the next is created; only the last segment
 // is ever written to.
 //
@@ -55,10 +59,29 @@
 //	             u64 term, u8 type, u32 data length, data
 //	3 hard state u64 term, vote, commit
 //	4 truncate   u64 index: every entry with index >= it is removed
+//	5 compact    u64 index: every entry with index <= it is removed; if
+//	             the log ends before index, it becomes empty and the
+//	             next entry has index+1
 //
-// Because each segment carries the hard state and the first index, the
+// Because each segment carries the hard state, the first index and the
+// compaction point (a compact record right after the metadata, written with
+// it, when the log was compacted before the segment was created), the
 // segments before any segment can be deleted (ReleaseBefore) without
 // losing anything but the entries they held.
+//
+// # Compaction
+//
+// Compact(i) writes a compact record; the WAL never writes a truncate
+// record at or below the compaction point (TruncateFrom clamps to it, so
+// truncating there empties the log, positioned after it). Segment
+// deletion waits until the compact record is durable: Sync, after its
+// fsync, deletes the oldest closed segments while every entry written to
+// them (truncated ones included) lies at or below the compaction point as
+// of that fsync, never the active segment, one at a time, each removal
+// followed by a directory fsync, so that a crash leaves a suffix of the
+// segments, each still beginning with a whole metadata record. The log a
+// later Open recovers then starts after the compaction point, or at the
+// first index of the first segment left, whichever is later.
 //
 // # Recovery
 //
@@ -67,7 +90,12 @@
 // truncation), a truncate record must remove something, and each segment's
 // metadata must name the node and cluster given in Options (else
 // ErrMismatch), its own sequence number and first index, a first index
-// following the log before it and the hard state the log had. Then:
+// following the log before it and the hard state the log had. A compact
+// record removes the entries at or below its index (one at or below the
+// first index replayed, left from released segments, removes nothing); a
+// truncate record at or below the largest compact index replayed is
+// damage. The first segment may start at any index: the segments before
+// it were released. Then:
 //
 //   - A record that is incomplete or fails a check at the end of the LAST
 //     segment, with no valid record anywhere after it, is a torn write from
@@ -90,7 +118,8 @@
 // bytes present before anything is allocated.
 //
 // Limits: a deleted last segment, or a segment deleted at the front other
-// than by ReleaseBefore, cannot be detected. On a file system that may
+// than by ReleaseBefore or compaction, cannot be detected by the WAL (raft's
+// FilePersister detects a log compacted past its newest snapshot file). On a file system that may
 // persist unsynced pages of a file out of order, a crash can leave a hole
 // of zeros followed by valid unsynced records; Open then reports
 // ErrCorrupt rather than guess, and an operator can truncate the last

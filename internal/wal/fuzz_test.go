@@ -32,7 +32,8 @@ func fixCRCs(data []byte) {
 	}
 }
 
-// fuzzSeeds returns the segments of a WAL that holds every kind of record.
+// fuzzSeeds returns the segments of a WAL that holds every kind of record
+// (compact records included).
 func fuzzSeeds(t testing.TB) [][]byte {
 	fsys := faultfs.New()
 	w, _, err := Open(testDir, quietOpts(fsys))
@@ -45,7 +46,8 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		func() error { return w.TruncateFrom(2) },
 		func() error { return w.Append(makeEntries(2, 2, 2, 0)) },
 		func() error { return w.Sync() },
-		func() error { return w.Append(makeEntries(4, 8, 2, 150)) }, // rolls over
+		func() error { return w.Compact(2) },
+		func() error { return w.Append(makeEntries(4, 8, 2, 150)) }, // rolls over, restating the compaction point
 		func() error { return w.SetHardState(HardState{Term: 2, Vote: 1, Commit: 7}) },
 		func() error { return w.Close() },
 	}

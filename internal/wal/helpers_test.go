@@ -73,18 +73,34 @@ func makeEntries(first uint64, n int, term uint64, size int) []Entry {
 // model is what a WAL should hold: the effect of the writes made on it.
 type model struct {
 	hs   HardState
-	ents []Entry // from index 1
+	ents []Entry // from index 1; those at or below base are placeholders
+	base uint64  // compaction point
 }
 
 func (m model) next() uint64 { return uint64(len(m.ents)) + 1 }
 
 func (m model) appendEnts(ents []Entry) model {
-	return model{hs: m.hs, ents: append(slices.Clip(m.ents), ents...)}
+	m.ents = append(slices.Clip(m.ents), ents...)
+	return m
 }
 
 func (m model) truncate(index uint64) model {
+	index = max(index, m.base+1)
 	if index < m.next() {
 		m.ents = slices.Clip(m.ents[:index-1])
+	}
+	return m
+}
+
+// compact is the effect of WAL.Compact(index).
+func (m model) compact(index uint64) model {
+	if index <= m.base {
+		return m
+	}
+	m.base = index
+	m.ents = slices.Clip(m.ents)
+	for i := m.next(); i <= index; i++ {
+		m.ents = append(m.ents, Entry{Index: i})
 	}
 	return m
 }
@@ -98,8 +114,8 @@ func (m model) matches(st State, released uint64) error {
 	if next := st.FirstIndex + uint64(len(st.Entries)); next != m.next() {
 		return fmt.Errorf("log ends at %d, want %d", next-1, m.next()-1)
 	}
-	if st.FirstIndex == 0 || st.FirstIndex > max(1, released) {
-		return fmt.Errorf("first index %d, want 1..%d", st.FirstIndex, max(1, released))
+	if lo, hi := m.base+1, max(m.base+1, released); st.FirstIndex < lo || st.FirstIndex > hi {
+		return fmt.Errorf("first index %d, want %d..%d", st.FirstIndex, lo, hi)
 	}
 	want := m.ents[st.FirstIndex-1:]
 	for i, e := range st.Entries {

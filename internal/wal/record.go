@@ -23,6 +23,7 @@ const (
 	entryHeaderSize   = 13 // term u64, type u8, data length u32
 	hardStateSize     = 24 // term, vote, commit: u64 each
 	truncateSize      = 8  // index u64
+	compactSize       = 8  // index u64
 	metaSize          = 72 // see encodeMeta
 
 	maxEntryDataSize = MaxRecordSize - entriesHeaderSize - entryHeaderSize
@@ -35,6 +36,7 @@ const (
 	recEntries   byte = 2 // a batch of contiguous entries
 	recHardState byte = 3 // the new hard state
 	recTruncate  byte = 4 // remove every entry with index >= the one given
+	recCompact   byte = 5 // entries at or below the index given are gone
 )
 
 // formatVersion is written in every segment's metadata record. A reader
@@ -117,7 +119,7 @@ func readRecord(data []byte, off int64) (typ byte, body []byte, size int64, bad 
 		}
 	}
 	typ = hdr[4]
-	if hdr[5]|hdr[6]|hdr[7] != 0 || typ < recMeta || typ > recTruncate {
+	if hdr[5]|hdr[6]|hdr[7] != 0 || typ < recMeta || typ > recCompact {
 		return 0, nil, 0, "unknown record type"
 	}
 	return typ, body, size, ""

@@ -46,6 +46,7 @@ type replay struct {
 	hs    HardState
 	first uint64 // index of ents[0], or the next index when ents is empty
 	ents  []Entry
+	base  uint64 // largest index of a compact record replayed, 0 if none
 }
 
 func (r *replay) next() uint64 { return r.first + uint64(len(r.ents)) }
@@ -74,15 +75,45 @@ func (r *replay) apply(typ byte, body []byte) (maxIndex uint64, bad string) {
 		if index == 0 || index >= r.next() {
 			return 0, fmt.Sprintf("truncate record at index %d, beyond the last index %d", index, r.next()-1)
 		}
+		if index <= r.base {
+			return 0, fmt.Sprintf("truncate record at index %d, at or below the compaction point %d", index, r.base)
+		}
 		if index >= r.first {
 			r.ents = r.ents[:index-r.first]
 		} else {
 			r.ents, r.first = nil, index
 		}
+	case recCompact:
+		if len(body) != compactSize {
+			return 0, "compact record of the wrong size"
+		}
+		index := binary.LittleEndian.Uint64(body)
+		if index == 0 || index == ^uint64(0) {
+			return 0, fmt.Sprintf("compact record at index %d", index)
+		}
+		r.compact(index)
 	default:
 		return 0, fmt.Sprintf("unexpected record type %d", typ)
 	}
 	return 0, ""
+}
+
+// compact drops the entries at or below index; if the log ends before
+// index, it becomes empty and positioned after index. A compact record at
+// or below the first index replayed (its entries were in segments that
+// were released) changes nothing but base.
+func (r *replay) compact(index uint64) {
+	r.base = max(r.base, index)
+	switch {
+	case index < r.first:
+	case index < r.next():
+		k := index - r.first + 1
+		clear(r.ents[:k]) // let the dropped entries' data go
+		r.ents = r.ents[k:]
+		r.first = index + 1
+	default:
+		r.ents, r.first = nil, index+1
+	}
 }
 
 // readFile reads a whole segment.
@@ -149,7 +180,7 @@ func (w *WAL) recover() (State, error) {
 	var maxIndex uint64
 	last := len(segs) - 1
 	tornAt, tornReason := int64(-1), ""
-	var lastSize int64
+	var lastSize, segStart int64
 	for i, s := range segs {
 		path := filepath.Join(w.dir, s.name)
 		if i > 0 && s.seq != segs[i-1].seq+1 {
@@ -192,6 +223,7 @@ func (w *WAL) recover() (State, error) {
 		}
 		maxIndex = 0
 		off := size
+		segStart = size
 		for off < int64(len(data)) {
 			typ, body, size, bad := readRecord(data, off)
 			if bad == "" && typ == recMeta {
@@ -212,6 +244,9 @@ func (w *WAL) recover() (State, error) {
 				return State{}, corrupt(path, off, "%s", bad)
 			}
 			maxIndex = max(maxIndex, mi)
+			if off == segStart && typ == recCompact {
+				segStart += size // the compaction point restated at creation
+			}
 			off += size
 		}
 		if i != last {
@@ -250,9 +285,10 @@ func (w *WAL) recover() (State, error) {
 	if err := w.fs.SyncDir(w.dir); err != nil {
 		return State{}, fmt.Errorf("wal: fsync directory %s: %w", w.dir, err)
 	}
-	w.path, w.seq, w.fileSize = path, s.seq, lastSize
+	w.path, w.seq, w.fileSize, w.segStart = path, s.seq, lastSize, min(segStart, lastSize)
 	w.activeMax, w.closed = maxIndex, closed
 	w.next, w.hs = r.next(), r.hs
+	w.base, w.durableBase = r.base, r.base
 	if len(r.ents) == 0 {
 		r.ents = nil
 	}

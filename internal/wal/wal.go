@@ -173,6 +173,7 @@ type WAL struct {
 	path      string // its path
 	seq       uint64 // its sequence number
 	fileSize  int64  // bytes written to f; buf goes at this offset
+	segStart  int64  // size of the records the active segment was created with
 	buf       []byte // whole records not yet written to f
 	dirty     bool   // f has writes not yet fsynced
 	activeMax uint64 // largest entry index written in it
@@ -182,8 +183,12 @@ type WAL struct {
 	next uint64    // index the next appended entry must have
 	hs   HardState // last hard state written
 
+	base        uint64 // compaction point: largest index given to Compact (or recovered)
+	durableBase uint64 // base as of the last completed Sync: segments at or below it may go
+
 	err      error // first write or sync failure: sticky
 	isClosed bool
+	released int // segments deleted since Open
 }
 
 // segmentName is the file name of segment seq whose first index is first.
@@ -333,7 +338,9 @@ func (w *WAL) Append(entries []Entry) error {
 // truncate record that recovery applies. The next Append must start at
 // index. Removing nothing (index beyond the last entry) writes nothing.
 // index may be below the first index Open recovered (the log becomes
-// empty and starts at index).
+// empty and starts at index), but not below the compaction point: an index
+// at or below the last Compact's empties the log, and the next Append
+// starts after the compaction point.
 func (w *WAL) TruncateFrom(index uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -343,6 +350,9 @@ func (w *WAL) TruncateFrom(index uint64) error {
 	if index == 0 {
 		return errors.New("wal: TruncateFrom: index 0")
 	}
+	// Entries at or below the compaction point are gone: truncating there
+	// empties the log, which stays positioned after the compaction point.
+	index = max(index, w.base+1)
 	if index >= w.next {
 		return nil
 	}
@@ -353,6 +363,36 @@ func (w *WAL) TruncateFrom(index uint64) error {
 	w.buf = binary.LittleEndian.AppendUint64(w.buf, index)
 	w.endRecord(start, recTruncate)
 	w.next = index
+	return w.maybeFlush()
+}
+
+// Compact records that the entries at or below index are no longer needed
+// (a snapshot covers them), by writing a compact record that recovery
+// applies: they are dropped from the recovered log, and if the log ends
+// before index, the recovered log is empty and the next Append must start
+// at index+1. Once the record is durable (at the next Sync), Sync deletes
+// the segments all of whose entries are at or below index. An index at or
+// below the compaction point writes nothing.
+func (w *WAL) Compact(index uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if index <= w.base {
+		return nil
+	}
+	if index == ^uint64(0) {
+		return errors.New("wal: Compact: index out of range")
+	}
+	if err := w.makeRoom(recordSize(compactSize)); err != nil {
+		return err
+	}
+	start := w.beginRecord()
+	w.buf = binary.LittleEndian.AppendUint64(w.buf, index)
+	w.endRecord(start, recCompact)
+	w.base = index
+	w.next = max(w.next, index+1)
 	return w.maybeFlush()
 }
 
@@ -381,15 +421,21 @@ func (w *WAL) SetHardState(hs HardState) error {
 
 // Sync makes every write before it durable: it writes the buffer and
 // fsyncs the active segment once (segments closed since the last Sync were
-// fsynced when they were closed). It returns at once if there is nothing
-// to sync. A failure is sticky.
+// fsynced when they were closed). Then, the compaction point being
+// durable, it deletes the closed segments whose entries all lie at or
+// below it (as ReleaseBefore does). It returns at once if there is nothing
+// to do. A failure is sticky, except that of removing a segment.
 func (w *WAL) Sync() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
 		return err
 	}
-	return w.sync()
+	if err := w.sync(); err != nil {
+		return err
+	}
+	w.durableBase = w.base
+	return w.releaseBefore(w.durableBase + 1)
 }
 
 func (w *WAL) sync() error {
@@ -420,6 +466,10 @@ func (w *WAL) ReleaseBefore(index uint64) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
+	return w.releaseBefore(index)
+}
+
+func (w *WAL) releaseBefore(index uint64) error {
 	for len(w.closed) > 0 && w.closed[0].maxIndex < index {
 		path := w.closed[0].path
 		if err := w.fs.Remove(path); err != nil {
@@ -429,9 +479,18 @@ func (w *WAL) ReleaseBefore(index uint64) error {
 		if err := w.fs.SyncDir(w.dir); err != nil {
 			return w.fail(fmt.Errorf("wal: ReleaseBefore: fsync directory %s: %w", w.dir, err))
 		}
+		w.released++
 		w.logger.Debug("wal: released segment", "file", path)
 	}
 	return nil
+}
+
+// Released returns how many segments this WAL has deleted since Open
+// (by ReleaseBefore or by Sync after a Compact).
+func (w *WAL) Released() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.released
 }
 
 // Close writes and fsyncs what is buffered (unless an earlier failure made
@@ -511,9 +570,10 @@ func (w *WAL) endRecord(start int, typ byte) {
 }
 
 // makeRoom rolls over to a new segment if a record of size bytes does not
-// fit in the active one and the active one holds more than its metadata.
+// fit in the active one and the active one holds more than the records it
+// was created with.
 func (w *WAL) makeRoom(size int64) error {
-	if w.end()+size <= w.segSize || w.end() <= recordSize(metaSize) {
+	if w.end()+size <= w.segSize || w.end() <= w.segStart {
 		return nil
 	}
 	return w.roll()
@@ -566,7 +626,8 @@ func (w *WAL) roll() error {
 }
 
 // createSegment makes segment seq, starting at w.next, the active one. The
-// segment appears under its name only once its metadata record is durable
+// segment appears under its name only once its metadata record (followed by
+// a compact record restating the compaction point, if any) is durable
 // (written to a temporary file, fsynced, renamed, directory fsynced), so a
 // segment file never lacks its metadata.
 func (w *WAL) createSegment(seq uint64) error {
@@ -576,7 +637,12 @@ func (w *WAL) createSegment(seq uint64) error {
 	if err != nil {
 		return w.fail(fmt.Errorf("wal: create segment %s: %w", tmp, err))
 	}
-	rec := make([]byte, recordSize(metaSize))
+	metaLen := recordSize(metaSize)
+	size := metaLen
+	if w.base > 0 {
+		size += recordSize(compactSize)
+	}
+	rec := make([]byte, size)
 	encodeMeta(rec[headerSize:], segMeta{
 		version:    formatVersion,
 		nodeID:     w.opts.NodeID,
@@ -586,6 +652,12 @@ func (w *WAL) createSegment(seq uint64) error {
 		hardState:  w.hs,
 	})
 	sealRecord(rec, recMeta, metaSize, 0)
+	if w.base > 0 {
+		// Restate the compaction point, so that it survives the deletion
+		// of the segment that recorded it, as the hard state does.
+		binary.LittleEndian.PutUint64(rec[metaLen+headerSize:], w.base)
+		sealRecord(rec[metaLen:], recCompact, compactSize, metaLen)
+	}
 	fail := func(what string, err error) error {
 		f.Close()
 		w.fs.Remove(tmp) // best effort; Open removes leftovers too
@@ -608,7 +680,7 @@ func (w *WAL) createSegment(seq uint64) error {
 		return w.fail(fmt.Errorf("wal: create segment %s: fsync directory: %w", path, err))
 	}
 	w.f, w.path, w.seq = f, path, seq
-	w.fileSize, w.dirty, w.activeMax = int64(len(rec)), false, 0
+	w.fileSize, w.segStart, w.dirty, w.activeMax = int64(len(rec)), int64(len(rec)), false, 0
 	w.logger.Debug("wal: new segment", "file", path, "index", w.next)
 	return nil
 }

@@ -517,3 +517,65 @@ func TestAppend_NoAllocs(t *testing.T) {
 		}
 	}), "Append+Sync")
 }
+
+// TestCompact: entries at or below a compact record are gone after a
+// reopen; the segments holding only such entries are deleted at the Sync
+// that makes the record durable, not before; a compaction beyond the end
+// positions the log after it; truncation never goes below the compaction
+// point, even after the segment that recorded it was deleted.
+func TestCompact(t *testing.T) {
+	fsys := faultfs.New()
+	opts := memOpts(t, fsys)
+	w, _ := mustOpen(t, testDir, opts)
+	m := model{}.appendEnts(makeEntries(1, 100, 1, 50))
+	require.NoError(t, w.Append(m.ents))
+	require.NoError(t, w.Sync())
+	n := len(segments(t, fsys, testDir))
+	require.Greater(t, n, 5)
+
+	require.NoError(t, w.Compact(50))
+	m = m.compact(50)
+	assert.Len(t, segments(t, fsys, testDir), n, "nothing is deleted before the compact record is durable")
+	require.NoError(t, w.Sync())
+	segs := segments(t, fsys, testDir)
+	assert.Less(t, len(segs), n)
+	assert.Equal(t, n-len(segs), w.Released())
+	first, _ := parseSegmentName(segs[0])
+	assert.LessOrEqual(t, first.first, uint64(51), "no segment holding an entry above 50 is deleted")
+	require.NoError(t, w.Compact(40), "an older compaction point does nothing")
+	require.NoError(t, w.Close())
+
+	w, st := mustOpen(t, testDir, opts)
+	require.NoError(t, m.matches(st, 0))
+	assert.Equal(t, uint64(51), st.FirstIndex)
+
+	// Beyond the end: the next Append starts after it.
+	require.NoError(t, w.Compact(150))
+	m = m.compact(150)
+	require.ErrorContains(t, w.Append(makeEntries(101, 1, 1, 5)), "want 151")
+	require.NoError(t, w.Append(makeEntries(151, 30, 2, 50)))
+	m = m.appendEnts(makeEntries(151, 30, 2, 50))
+	require.NoError(t, w.Sync())
+	segs = segments(t, fsys, testDir)
+	first, _ = parseSegmentName(segs[0])
+	assert.Equal(t, uint64(7), first.seq, "every segment before the one that holds 151 (active at the compaction) is gone")
+	// Truncating at or below the compaction point empties the log after it.
+	require.NoError(t, w.TruncateFrom(100))
+	m = m.truncate(100)
+	require.NoError(t, w.Close())
+
+	w, st = mustOpen(t, testDir, opts)
+	require.NoError(t, m.matches(st, 0))
+	assert.Equal(t, State{HardState: st.HardState, FirstIndex: 151}, st)
+	// The compaction point was restated in the segments after the one
+	// that recorded it: truncation still stops there.
+	require.NoError(t, w.Append(makeEntries(151, 3, 3, 5)))
+	require.NoError(t, w.TruncateFrom(7))
+	require.NoError(t, w.Append(makeEntries(151, 1, 4, 5)))
+	require.NoError(t, w.Close())
+	w, st = mustOpen(t, testDir, opts)
+	require.NoError(t, w.Close())
+	assert.Equal(t, uint64(151), st.FirstIndex)
+	require.Len(t, st.Entries, 1)
+	assert.Equal(t, uint64(4), st.Entries[0].Term)
+}
