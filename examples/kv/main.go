@@ -167,8 +167,12 @@ func run(dataDir string, mem bool) (err error) {
 				recovered[id] = e.Index
 			}
 		}
-		fmt.Printf("node %d: %s: a snapshot up to index %d and %d log entries after it from an earlier run, %d known committed\n",
-			id, dir, st.Snapshot.Index, len(st.Entries), max(st.HardState.Commit, st.Snapshot.Index))
+		snap := "no snapshot"
+		if st.Snapshot.Index > 0 {
+			snap = fmt.Sprintf("a snapshot up to index %d", st.Snapshot.Index)
+		}
+		fmt.Printf("node %d: %s: %s and %d log entries after it from an earlier run, %d known committed\n",
+			id, dir, snap, len(st.Entries), max(st.HardState.Commit, st.Snapshot.Index))
 	}
 
 	nodes := map[raft.NodeID]*raft.Node{}
