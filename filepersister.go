@@ -253,44 +253,42 @@ func (p *FilePersister) afterSnapshot(st wal.State, s snapFile) ([]wal.Entry, er
 
 var errFileClosed = errors.New("raft: FilePersister is closed")
 
-// Append implements Persister.
-func (p *FilePersister) Append(entries []Entry) error {
+// write runs f, a write to the log, with the mutex held, unless the
+// persister is closed. Any write makes the state recovered at open stale.
+func (p *FilePersister) write(f func() error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return errFileClosed
 	}
 	p.stale = true
-	p.buf = p.buf[:0]
-	for i := range entries {
-		e := &entries[i]
-		p.buf = append(p.buf, wal.Entry{Index: e.Index, Term: e.Term, Type: uint8(e.Type), Data: e.Data})
-	}
-	err := p.w.Append(p.buf)
-	clear(p.buf) // drop references to the entries' data
-	return err
+	return f()
+}
+
+// Append implements Persister.
+func (p *FilePersister) Append(entries []Entry) error {
+	return p.write(func() error {
+		p.buf = p.buf[:0]
+		for i := range entries {
+			e := &entries[i]
+			p.buf = append(p.buf, wal.Entry{Index: e.Index, Term: e.Term, Type: uint8(e.Type), Data: e.Data})
+		}
+		err := p.w.Append(p.buf)
+		clear(p.buf) // drop references to the entries' data
+		return err
+	})
 }
 
 // TruncateFrom implements Persister.
 func (p *FilePersister) TruncateFrom(index uint64) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return errFileClosed
-	}
-	p.stale = true
-	return p.w.TruncateFrom(max(index, p.base+1))
+	return p.write(func() error { return p.w.TruncateFrom(max(index, p.base+1)) })
 }
 
 // SetHardState implements Persister.
 func (p *FilePersister) SetHardState(hs HardState) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return errFileClosed
-	}
-	p.stale = true
-	return p.w.SetHardState(wal.HardState{Term: hs.Term, Vote: uint64(hs.Vote), Commit: hs.Commit})
+	return p.write(func() error {
+		return p.w.SetHardState(wal.HardState{Term: hs.Term, Vote: uint64(hs.Vote), Commit: hs.Commit})
+	})
 }
 
 // Sync implements Persister: one fsync makes every earlier write durable.
@@ -351,18 +349,14 @@ func (p *FilePersister) kill() int {
 // durable (at the next Sync), the log's segments that hold only entries at
 // or below index are deleted.
 func (p *FilePersister) Compact(index uint64) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return errFileClosed
-	}
-	p.stale = true
-	if index <= p.base {
+	return p.write(func() error {
+		if index <= p.base {
+			return nil
+		}
+		if err := p.w.Compact(index); err != nil {
+			return err
+		}
+		p.base = index
 		return nil
-	}
-	if err := p.w.Compact(index); err != nil {
-		return err
-	}
-	p.base = index
-	return nil
+	})
 }
