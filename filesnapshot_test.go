@@ -462,10 +462,11 @@ func snapFileName(m raft.SnapshotMeta) string {
 
 func slicesClip(ents []raft.Entry) []raft.Entry { return ents[:len(ents):len(ents)] }
 
-// TestFileSnapshotConcurrentReaderAcrossCompaction: a reader opened before
-// a newer snapshot, a compaction and the deletion of segments reads its
-// snapshot to the end, checksum verified, on the real file system.
-func TestFileSnapshotConcurrentReaderAcrossCompaction(t *testing.T) {
+// TestPitfall07_SnapshotDeletedWhileStillRead (etcd-io/etcd#20657): a reader
+// opened before a newer snapshot, a compaction and the deletion of the old
+// snapshot file and of segments reads its snapshot to the end, checksum
+// verified, on the real file system.
+func TestPitfall07_SnapshotDeletedWhileStillRead(t *testing.T) {
 	dir := t.TempDir()
 	p := fpOpen(t, dir, 1, fsOpts)
 	require.NoError(t, p.Append(fpEntries(1, 200, 1, 50)))
