@@ -367,6 +367,24 @@ func diskProposeWait(c *rafttest.Cluster, id raft.NodeID, cmd string) (uint64, e
 	return index, err
 }
 
+// diskCommit has node id commit n commands named prefix-NN, one at a time
+// with ProposeWait, records each in into by index, and returns the first
+// and last index.
+func diskCommit(t *testing.T, c *rafttest.Cluster, id raft.NodeID, prefix string, n int, into map[uint64]string) (first, last uint64) {
+	t.Helper()
+	for i := range n {
+		cmd := fmt.Sprintf("%s-%02d", prefix, i)
+		index, err := diskProposeWait(c, id, cmd)
+		require.NoError(t, err, cmd)
+		into[index] = cmd
+		if first == 0 {
+			first = index
+		}
+		last = index
+	}
+	return first, last
+}
+
 // requireDiskFull fails the test unless err says that a persist failed
 // because the disk is full.
 func requireDiskFull(t *testing.T, err error, what string) {
@@ -402,13 +420,7 @@ func TestDisk_FullSingleNode(t *testing.T) {
 	c.Leader()
 
 	acked := map[uint64]string{}
-	var last uint64
-	for i := range 40 { // over 1 KiB segments: several rollovers
-		cmd := fmt.Sprintf("full-one-%02d", i)
-		index, err := diskProposeWait(c, id, cmd)
-		require.NoError(t, err, cmd)
-		acked[index], last = cmd, index
-	}
+	_, last := diskCommit(t, c, id, "full-one", 40, acked) // over 1 KiB segments: several rollovers
 
 	fsys := d.FS()
 	fsys.SetSpace(10) // less than any record: the next write is torn
@@ -471,13 +483,7 @@ func TestDisk_FullLeaderStepsAside(t *testing.T) {
 	old := waitStableLeader(t, c, faultWait, c.IDs...)
 
 	acked := map[uint64]string{} // acknowledged by the full node
-	var last uint64
-	for i := range 20 {
-		cmd := fmt.Sprintf("full-leader-%02d", i)
-		index, err := diskProposeWait(c, old, cmd)
-		require.NoError(t, err, cmd)
-		acked[index], last = cmd, index
-	}
+	_, last := diskCommit(t, c, old, "full-leader", 20, acked)
 	c.WaitApplied(last, 3)
 
 	disks.get(old).FS().SetSpace(0)
@@ -499,17 +505,7 @@ func TestDisk_FullLeaderStepsAside(t *testing.T) {
 	leader := waitStableLeader(t, c, faultWait, others(c.IDs, old)...)
 	require.NotEqual(t, old, leader)
 	later := map[uint64]string{} // committed without the full node
-	var first uint64
-	for i := range 20 {
-		cmd := fmt.Sprintf("full-leader-later-%02d", i)
-		index, err := diskProposeWait(c, leader, cmd)
-		require.NoError(t, err, cmd)
-		later[index] = cmd
-		if first == 0 {
-			first = index
-		}
-		last = index
-	}
+	first, last := diskCommit(t, c, leader, "full-leader-later", 20, later)
 	c.WaitApplied(last, 2)
 	_, err = diskProposeWait(c, old, "full-leader-after")
 	requireDiskFull(t, err, "ProposeWait on the full node later")
@@ -543,13 +539,7 @@ func TestDisk_FullFollower(t *testing.T) {
 	f := peer(leader, 1, 3)
 
 	before := map[uint64]string{}
-	var last uint64
-	for i := range 20 {
-		cmd := fmt.Sprintf("full-follower-%02d", i)
-		index, err := diskProposeWait(c, leader, cmd)
-		require.NoError(t, err, cmd)
-		before[index], last = cmd, index
-	}
+	_, last := diskCommit(t, c, leader, "full-follower", 20, before)
 	faultWaitCaughtUp(t, c, leader, f) // f acknowledged everything
 
 	disks.get(f).FS().SetSpace(0)
@@ -568,17 +558,7 @@ func TestDisk_FullFollower(t *testing.T) {
 	requireDiskFull(t, err, "ProposeWait on the full follower")
 
 	// The others go on committing; the full node acknowledges none of it.
-	var first uint64
-	for i := range 10 {
-		cmd := fmt.Sprintf("full-follower-after-%02d", i)
-		index, err := diskProposeWait(c, leader, cmd)
-		require.NoError(t, err, cmd)
-		later[index] = cmd
-		if first == 0 {
-			first = index
-		}
-		last = index
-	}
+	first, last := diskCommit(t, c, leader, "full-follower-after", 10, later)
 	c.WaitApplied(last, 2)
 	require.Less(t, c.Node(leader).Status().Progress[f].Match, first, "the full node acknowledged entries")
 	require.Less(t, c.LastApplied(f), first, "the full node applied entries it never stored")
