@@ -26,17 +26,39 @@ func snapTestNode(t *testing.T, p raft.Persister, net *rafttest.Network) *raft.N
 	return n
 }
 
-// drain reads ApplyCh until it closes, recording commands by index.
-func drainApply(n *raft.Node, got map[uint64]string, done chan struct{}) {
-	defer close(done)
-	for msg := range n.ApplyCh() {
-		if msg.SnapshotValid {
-			msg.Snapshot.Close()
+// startDrained starts a one-node cluster on p and records the commands it
+// applies, by index, in got. stop stops the node and waits until ApplyCh
+// is drained; read got only after it.
+func startDrained(t *testing.T, p raft.Persister, net *rafttest.Network) (n *raft.Node, got map[uint64]string, stop func()) {
+	t.Helper()
+	n = snapTestNode(t, p, net)
+	got = map[uint64]string{}
+	done := make(chan struct{})
+	go func() { // owner: the test; exits when stop stops the node
+		defer close(done)
+		for msg := range n.ApplyCh() {
+			if msg.SnapshotValid {
+				msg.Snapshot.Close()
+			}
+			if msg.CommandValid {
+				got[msg.CommandIndex] = string(msg.Command)
+			}
 		}
-		if msg.CommandValid {
-			got[msg.CommandIndex] = string(msg.Command)
-		}
-	}
+	}()
+	return n, got, func() { n.Stop(); <-done }
+}
+
+// proposeOnce proposes cmd with ProposeWait until the node leads and
+// commits it, and returns its index.
+func proposeOnce(t *testing.T, n *raft.Node, cmd string, msgAndArgs ...any) uint64 {
+	t.Helper()
+	var idx uint64
+	require.Eventually(t, func() bool {
+		var err error
+		idx, _, err = n.ProposeWait(context.Background(), []byte(cmd))
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, msgAndArgs...)
+	return idx
 }
 
 // persisterAfterInstallCrash builds the Persister state a follower has when
@@ -57,63 +79,44 @@ func persisterAfterInstallCrash(t *testing.T, snapIndex uint64) *raft.MemoryPers
 	return p
 }
 
-// A committed, acknowledged command is lost on the next restart: Load
-// dropped the log that does not lead to the snapshot, but nothing ever told
-// the Persister, so the new entries were appended after the stale entry 3
-// and the next Load drops them too.
+// A node restarted on a Persister whose log does not lead to its snapshot
+// (entry 3 has another term) must not append after the stale entry: the
+// next Load would drop what it acknowledged. It compacts and truncates the
+// Persister's log first.
 func TestSnapshot_RestartAfterUnreconciledInstallKeepsCommittedEntries(t *testing.T) {
 	p := persisterAfterInstallCrash(t, 3)
 	net := rafttest.NewNetwork(1)
 	defer net.Close()
 
-	n := snapTestNode(t, p, net)
-	got := map[uint64]string{}
-	done := make(chan struct{})
-	go drainApply(n, got, done)
-	var idx uint64
-	require.Eventually(t, func() bool {
-		var err error
-		idx, _, err = n.ProposeWait(context.Background(), []byte("x"))
-		return err == nil
-	}, 5*time.Second, 20*time.Millisecond)
-	n.Stop()
-	<-done
+	n, got, stop := startDrained(t, p, net)
+	idx := proposeOnce(t, n, "x")
+	stop()
 	require.Equal(t, "x", got[idx])
 
-	n = snapTestNode(t, p, net)
-	got = map[uint64]string{}
-	done = make(chan struct{})
-	go drainApply(n, got, done)
-	defer func() { n.Stop(); <-done }()
+	n, _, stop = startDrained(t, p, net)
+	defer stop()
 	st := n.Status()
 	require.GreaterOrEqual(t, st.LastIndex, idx, "committed entry %d (ProposeWait returned nil) must survive a restart; persister log vs snapshot disagree", idx)
 }
 
-// If the old log ends before the snapshot, the node's first Append breaks
-// the Persister contract (no Compact was issued) and the node fails.
+// If the old log ends before the snapshot, the node's first Append must
+// still fit the Persister's log (it compacts to the snapshot first).
 func TestSnapshot_RestartAfterUnreconciledInstallAppends(t *testing.T) {
 	p := persisterAfterInstallCrash(t, 10)
 	net := rafttest.NewNetwork(1)
 	defer net.Close()
-	n := snapTestNode(t, p, net)
-	got := map[uint64]string{}
-	done := make(chan struct{})
-	go drainApply(n, got, done)
-	defer func() { n.Stop(); <-done }()
-	var idx uint64
-	require.Eventually(t, func() bool {
-		var err error
-		idx, _, err = n.ProposeWait(context.Background(), []byte("y"))
-		return err == nil
-	}, 5*time.Second, 20*time.Millisecond, "the node must accept proposals after the snapshot")
+	n, _, stop := startDrained(t, p, net)
+	defer stop()
+	idx := proposeOnce(t, n, "y", "the node must accept proposals after the snapshot")
 	require.Equal(t, uint64(12), idx, "appended after the snapshot (10) and the new term's empty entry")
 	require.NoError(t, n.Status().Err)
 }
 
 // End to end: a lagging follower's receiver commits the leader's snapshot,
 // then the node crashes before the persist batch that truncates and
-// compacts its log is synced. After the restart the node's log and its
-// Persister's disagree and its first Append fails: it is out for good.
+// compacts its log is synced. After the restart it must reconcile its
+// Persister's log with the snapshot and catch up (it used to fail its
+// first Append and stay out for good).
 func TestSnapshot_FollowerCrashAfterSnapshotCommitBeforeLogSync(t *testing.T) {
 	var snaps snapCounter
 	opts := snapOptions(10, 40<<10, &snaps)
@@ -181,11 +184,9 @@ func (p *readerCountingPersister) OpenSnapshot() (raft.SnapshotMeta, io.ReadClos
 	return m, &countedReader{Reader: r, p: p}, nil
 }
 
-// Stop right after NewNode on a node that starts from a snapshot: when the
-// run loop has moved the start-up snapshot's reader into pendingApply and
-// not yet handed it to the apply loop, nobody closes it (node.go run only
-// closes n.restoreReader). On FilePersister each such reader is an open
-// file descriptor.
+// Stop right after NewNode on a node that starts from a snapshot: a reader
+// the run loop has taken for the apply loop, but not yet handed over, must
+// be closed too (on FilePersister each is an open file).
 func TestSnapshot_StopClosesPendingRestoreReader(t *testing.T) {
 	mp := raft.NewMemoryPersister()
 	w, err := mp.CreateSnapshot(raft.SnapshotMeta{Index: 5, Term: 1})
@@ -211,9 +212,9 @@ func TestSnapshot_StopClosesPendingRestoreReader(t *testing.T) {
 	require.Zero(t, leaks, "snapshot readers left open after Stop")
 }
 
-// The README pattern (snapshot when SnapshotDue) never compacts again after
-// one failed Node.Snapshot: SnapshotDue is set once per snapshot index
-// (applyLoop's dueBase), and a failed call does not move snapIndex.
+// The README pattern (snapshot when SnapshotDue) must go on compacting after
+// one failed Node.Snapshot: SnapshotDue recurs every interval until a
+// snapshot is taken.
 func TestSnapshot_SnapshotDueAgainAfterAFailure(t *testing.T) {
 	net := rafttest.NewNetwork(1)
 	defer net.Close()
@@ -253,23 +254,14 @@ func TestSnapshot_SnapshotDueAgainAfterAFailure(t *testing.T) {
 	require.Greater(t, st.Snapshot.Index, uint64(0), "200 commands with SnapshotInterval 10: the log was never compacted (SnapshotDue fired %d times)", dues)
 }
 
-// Status.Snapshot is documented as "the position of the newest snapshot this
-// node has taken or installed; zero if none", but publish reports the log's
-// compaction point (snapshot index - TrailingEntries).
+// Status.Snapshot is the newest snapshot taken or installed, not the log's
+// compaction point (which TrailingEntries keeps below it).
 func TestSnapshot_StatusReportsNewestSnapshot(t *testing.T) {
 	net := rafttest.NewNetwork(1)
 	defer net.Close()
-	n := snapTestNode(t, raft.NewMemoryPersister(), net)
-	got := map[uint64]string{}
-	done := make(chan struct{})
-	go drainApply(n, got, done)
-	defer func() { n.Stop(); <-done }()
-	var idx uint64
-	require.Eventually(t, func() bool {
-		var err error
-		idx, _, err = n.ProposeWait(context.Background(), []byte("x"))
-		return err == nil
-	}, 5*time.Second, 20*time.Millisecond)
+	n, _, stop := startDrained(t, raft.NewMemoryPersister(), net)
+	defer stop()
+	idx := proposeOnce(t, n, "x")
 	require.NoError(t, n.Snapshot(context.Background(), idx, func(w io.Writer) error { _, err := w.Write([]byte("s")); return err }))
 	require.Equal(t, idx, n.Status().Snapshot.Index, "Status().Snapshot after a successful Node.Snapshot(%d)", idx)
 }
