@@ -319,6 +319,9 @@ func (n *Node) handleProposals(first *proposal) {
 				old.done <- proposalResult{index: old.index, term: old.term, err: ErrProposalDropped, final: true}
 			}
 			n.waiters[p.index] = p
+			// ProposeWait hears only the final outcome: telling it the
+			// index now would wake its goroutine for nothing.
+			continue
 		}
 		p.done <- proposalResult{index: p.index, term: term}
 	}
