@@ -149,17 +149,20 @@ func (l *raftLog) slice(lo, hi uint64, maxBytes int) []Entry {
 // append adds entries at the end of the log. The caller has checked that they
 // follow lastIndex.
 func (l *raftLog) append(ents ...Entry) {
-	if need := len(l.entries) + len(ents); need > cap(l.entries) {
-		// Double the array ourselves: append grows a large slice by about
-		// a quarter, so a long log would be copied over and over (memmove
-		// was a third of the CPU of a busy leader). Never written in place
-		// below its length (see the type), the old array stays valid for
-		// whoever shares it.
-		grown := make([]Entry, len(l.entries), max(2*cap(l.entries), need, 64))
-		copy(grown, l.entries)
-		l.entries = grown
+	l.entries = appendEntries(l.entries, ents)
+}
+
+// appendEntries is append for a log's entries, but it doubles the array
+// when it is full: append grows a large slice by about a quarter, so a long
+// log would be copied over and over (memmove was a third of the CPU of a
+// busy leader). The old array is left as it is, valid for whoever shares it.
+func appendEntries(log, ents []Entry) []Entry {
+	if need := len(log) + len(ents); need > cap(log) {
+		grown := make([]Entry, len(log), max(2*cap(log), need, 64))
+		copy(grown, log)
+		log = grown
 	}
-	l.entries = append(l.entries, ents...)
+	return append(log, ents...)
 }
 
 // truncateAndAppend replaces every entry from ents[0].Index on by ents. It is
