@@ -42,9 +42,8 @@ type applyBatch struct {
 }
 
 const (
-	maxProposalBatch = 4096    // proposals taken per run-loop iteration
-	maxRecvBatch     = 256     // messages stepped per run-loop iteration
-	maxApplyBytes    = 4 << 20 // entry bytes per apply batch
+	maxRecvBatch  = 256     // messages stepped per run-loop iteration
+	maxApplyBytes = 4 << 20 // entry bytes per apply batch
 )
 
 func (n *Node) run(recvc <-chan Message) {
@@ -65,6 +64,14 @@ func (n *Node) run(recvc <-chan Message) {
 		}
 		if haveApply && pendingApply.restore != nil {
 			pendingApply.restore.r.Close()
+		}
+		// ProposeWait calls this loop holds (see proposals.go).
+		for _, p := range n.waiters {
+			p.done <- proposalResult{index: p.index, term: p.term, err: ErrStopped}
+		}
+		answerStopped(n.restoreWaiters)
+		if haveApply {
+			answerStopped(pendingApply.waiters)
 		}
 	}()
 	for {
@@ -91,7 +98,7 @@ func (n *Node) run(recvc <-chan Message) {
 
 		var (
 			applyq chan applyBatch
-			propc  = n.propc
+			propc  = n.props.readyc
 		)
 		if haveApply {
 			applyq = n.applyq
@@ -118,12 +125,16 @@ func (n *Node) run(recvc <-chan Message) {
 					break
 				}
 			}
-		case p := <-propc:
+		case <-propc:
+			batch := n.props.take(n.cfg.maxMsgBytes())
 			if failed != nil {
-				p.done <- proposalResult{err: failed}
+				for _, p := range batch {
+					p.done <- proposalResult{err: failed}
+				}
+				clear(batch)
 				continue
 			}
-			n.handleProposals(p)
+			n.handleProposals(batch)
 		case r := <-n.durablec:
 			persistBusy = false
 			if r.err != nil {
@@ -272,26 +283,16 @@ func (n *Node) canAcceptProposals() bool {
 	return last-min(n.applied.Load(), last) <= uint64(n.cfg.maxApplyBacklog())
 }
 
-// handleProposals takes p and every proposal already queued behind it (up to
-// one message's worth of bytes) and appends them as one batch: one append,
-// one persist, one MsgApp per follower.
-func (n *Node) handleProposals(first *proposal) {
+// handleProposals appends a batch of proposals taken from the queue as one
+// batch: one append, one persist, one MsgApp per follower.
+func (n *Node) handleProposals(batch []*proposal) {
 	c := n.core
 	if c.role != RoleLeader {
-		first.done <- proposalResult{err: &NotLeaderError{Leader: c.lead}}
-		return
-	}
-	batch := append(n.propBuf[:0], first)
-	size := len(first.data)
-	for len(batch) < maxProposalBatch && size < n.cfg.maxMsgBytes() {
-		select {
-		case p := <-n.propc:
-			batch = append(batch, p)
-			size += len(p.data)
-			continue
-		default:
+		for _, p := range batch {
+			p.done <- proposalResult{err: &NotLeaderError{Leader: c.lead}}
 		}
-		break
+		clear(batch)
+		return
 	}
 	// The core copies the entries into its log, so one scratch slice serves
 	// every batch: no allocation per proposal or per batch.
@@ -301,7 +302,7 @@ func (n *Node) handleProposals(first *proposal) {
 	}
 	firstIndex, term, err := c.propose(ents)
 	clear(ents) // drop references to the commands
-	n.propBuf, n.entBuf = batch, ents
+	n.entBuf = ents
 	for i, p := range batch {
 		if err != nil {
 			if err == errNotLeaderCore {
@@ -494,6 +495,7 @@ func (n *Node) applyLoop() {
 			case n.applyc <- ApplyMsg{SnapshotValid: true, Snapshot: in.r, SnapshotIndex: in.meta.Index, SnapshotTerm: in.meta.Term}:
 			case <-n.stopc:
 				in.r.Close()
+				answerStopped(b.waiters)
 				return
 			}
 			n.applied.Store(in.meta.Index)
@@ -514,6 +516,7 @@ func (n *Node) applyLoop() {
 				select {
 				case n.applyc <- ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}:
 				case <-n.stopc:
+					answerStopped(b.waiters)
 					return
 				}
 			}

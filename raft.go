@@ -185,8 +185,7 @@ type Node struct {
 	// Owned by the run loop (node.go) once started.
 	core    *core
 	waiters map[uint64]*proposal
-	propBuf []*proposal // scratch for handleProposals
-	entBuf  []Entry     // scratch for handleProposals
+	entBuf  []Entry // scratch for handleProposals
 	senders map[NodeID]*snapSender
 	// restoreReader reads the snapshot the core's takeRestored returns
 	// next; the run loop hands both to the apply loop.
@@ -196,7 +195,7 @@ type Node struct {
 	restoreWaiters []*proposal
 	logWarnAt      uint64 // log length past the snapshot at which to warn next
 
-	propc    chan *proposal
+	props    propQueue // Propose calls to the run loop
 	persistc chan *persistBatch
 	durablec chan persistResult
 	applyq   chan applyBatch
@@ -265,8 +264,8 @@ func NewNode(cfg Config) (*Node, error) {
 		id:       cfg.ID,
 		cfg:      cfg,
 		core:     c,
+		props:    newPropQueue(),
 		waiters:  map[uint64]*proposal{},
-		propc:    make(chan *proposal, 1024),
 		persistc: make(chan *persistBatch, 1), // see run: the batch is cut when the loop is idle
 		durablec: make(chan persistResult),
 		applyq:   make(chan applyBatch),
@@ -334,71 +333,6 @@ func (n *Node) ProposeWait(ctx context.Context, cmd []byte) (index, term uint64,
 	return r.index, r.term, err
 }
 
-// proposal is one Propose call in flight. done is buffered: the run loop and
-// the apply loop never block sending on it.
-type proposal struct {
-	data []byte
-	wait bool
-	// index, term are set by the run loop once appended.
-	index, term uint64
-	done        chan proposalResult
-}
-
-type proposalResult struct {
-	index, term uint64
-	err         error
-	final       bool // for ProposeWait: the command was applied or dropped
-}
-
-var proposalPool = sync.Pool{New: func() any { return &proposal{done: make(chan proposalResult, 2)} }}
-
-func (n *Node) propose(ctx context.Context, cmd []byte, wait bool) (proposalResult, error) {
-	if len(cmd) > n.cfg.maxEntrySize() {
-		return proposalResult{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(cmd), n.cfg.maxEntrySize())
-	}
-	select {
-	case <-n.stopc:
-		return proposalResult{}, ErrStopped
-	default:
-	}
-	if err := ctx.Err(); err != nil {
-		return proposalResult{}, err
-	}
-	p := proposalPool.Get().(*proposal)
-	p.data, p.wait = cmd, wait
-	select {
-	case n.propc <- p:
-	case <-ctx.Done():
-		proposalPool.Put(p)
-		return proposalResult{}, ctx.Err()
-	case <-n.stopc:
-		proposalPool.Put(p)
-		return proposalResult{}, ErrStopped
-	}
-	for {
-		select {
-		case r := <-p.done:
-			if r.err != nil || !wait || r.final {
-				*p = proposal{done: p.done}
-				proposalPool.Put(p)
-				return r, r.err
-			}
-		case <-ctx.Done():
-			// p may still be written to; it is not reused.
-			return proposalResult{}, ctx.Err()
-		case <-n.stopc:
-			select {
-			case r := <-p.done:
-				if r.err != nil || !wait || r.final {
-					return r, r.err
-				}
-			default:
-			}
-			return proposalResult{}, ErrStopped
-		}
-	}
-}
-
 // State returns the node's current term and whether it believes it is the
 // leader. It does not block on the node.
 func (n *Node) State() (term uint64, isLeader bool) {
@@ -442,6 +376,7 @@ func (n *Node) LeaderChanged() <-chan struct{} {
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	n.wg.Wait()
+	answerStopped(n.props.stop())
 }
 
 // ticker interval: the heartbeat interval is the resolution of all timers.
