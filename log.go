@@ -5,10 +5,18 @@ import "fmt"
 // raftLog is a node's copy of the replicated log, with the positions the
 // protocol and the runtime track in it.
 //
-// Layout: entries[0] is a sentinel holding the index and term of the last
-// entry covered by a snapshot (0 and 0 before any), and entries[i].Index ==
-// offset+i for every i. Compaction moves offset forward; the entries at or
-// below it exist only in a snapshot.
+// Layout: offset and snapTerm are the index and term of the last entry
+// covered by a snapshot (0 and 0 before any); the entries after it, up to
+// last, are held in chunks of logChunk entries: the entry at index i is
+// chunks[p/logChunk][p%logChunk] with p = i-first. Every chunk but the last
+// is full. Compaction moves offset forward and drops whole chunks; the
+// entries at or below offset exist only in a snapshot.
+//
+// Why chunks, not one array: appending to one array copies the whole log
+// each time it outgrows its capacity, and the old array cannot be reused
+// (see the last invariant); on a busy leader those copies and the garbage
+// they made were a fifth of its CPU. A chunk, once allocated, is only ever
+// appended to.
 //
 // Invariant: offset <= applied <= committed <= lastIndex().
 // Invariant: durable <= lastIndex(), and every entry at or below durable was
@@ -17,12 +25,15 @@ import "fmt"
 // Invariant: persisted < unstable <= lastIndex()+1 where persisted is the last
 // index handed to the Persister; entries from unstable on have not yet been
 // handed to it.
-// Invariant: the entries array is never written in place below its length:
-// messages and persist batches share it (slice caps their capacity), so
-// truncation and compaction always move to a new array.
+// Invariant: a chunk is never written in place below its length: messages
+// and persist batches share it (slice caps their capacity), so truncation
+// and compaction always move to a new array.
 type raftLog struct {
-	entries []Entry
-	offset  uint64
+	chunks   [][]Entry
+	first    uint64 // index of chunks[0][0]; meaningless while chunks is empty
+	offset   uint64
+	snapTerm uint64
+	last     uint64
 
 	committed uint64 // highest index known committed (Figure 2 commitIndex)
 	applied   uint64 // highest index handed to the runtime for delivery (lastApplied)
@@ -50,8 +61,7 @@ type raftLog struct {
 // newRaftLog builds the log from a Persister's state: the snapshot's position
 // and the entries that follow it.
 func newRaftLog(snap SnapshotMeta, ents []Entry, commit uint64) (*raftLog, error) {
-	l := &raftLog{entries: make([]Entry, 1, len(ents)+1), offset: snap.Index}
-	l.entries[0] = Entry{Index: snap.Index, Term: snap.Term}
+	l := &raftLog{offset: snap.Index, snapTerm: snap.Term, last: snap.Index}
 	for i, e := range ents {
 		// Gateway check: the Persister's data must be contiguous from the
 		// snapshot with non-decreasing terms; past this point the code
@@ -67,7 +77,7 @@ func newRaftLog(snap SnapshotMeta, ents []Entry, commit uint64) (*raftLog, error
 			return nil, fmt.Errorf("raft: %w: loaded entry %d has term %d after term %d", ErrCorrupt, e.Index, e.Term, prev)
 		}
 	}
-	l.entries = append(l.entries, ents...)
+	l.append(ents...)
 	last := l.lastIndex()
 	// Deviation from Figure 2 (commitIndex is volatile there): we persist the
 	// commit index lazily so a restarted node can apply at once; it is only a
@@ -95,19 +105,31 @@ func newRaftLog(snap SnapshotMeta, ents []Entry, commit uint64) (*raftLog, error
 
 // snapshot returns the position of the last entry covered by a snapshot.
 func (l *raftLog) snapshot() SnapshotMeta {
-	return SnapshotMeta{Index: l.offset, Term: l.entries[0].Term}
+	return SnapshotMeta{Index: l.offset, Term: l.snapTerm}
 }
 
-func (l *raftLog) lastIndex() uint64 { return l.offset + uint64(len(l.entries)) - 1 }
-func (l *raftLog) lastTerm() uint64  { return l.entries[len(l.entries)-1].Term }
+// logChunk is the number of entries in a full chunk: large enough that a
+// message or persist batch seldom ends early at a chunk's end, small enough
+// (192 KiB) not to matter to a node with a short log. The first chunk of a
+// log starts small and doubles up to it.
+const logChunk = 4096
+
+func (l *raftLog) lastIndex() uint64 { return l.last }
+func (l *raftLog) lastTerm() uint64 {
+	t, _ := l.term(l.last)
+	return t
+}
 
 // term returns the term of the entry at index i, and false if the log does
-// not hold i.
+// not hold i (the snapshot's last entry counts as held).
 func (l *raftLog) term(i uint64) (uint64, bool) {
-	if i < l.offset || i > l.lastIndex() {
+	if i < l.offset || i > l.last {
 		return 0, false
 	}
-	return l.entries[i-l.offset].Term, true
+	if i == l.offset {
+		return l.snapTerm, true
+	}
+	return l.at(i).Term, true
 }
 
 func (l *raftLog) matchTerm(i, term uint64) bool {
@@ -115,8 +137,12 @@ func (l *raftLog) matchTerm(i, term uint64) bool {
 	return ok && t == term
 }
 
-// at returns the entry at index i, which must be in the log.
-func (l *raftLog) at(i uint64) *Entry { return &l.entries[i-l.offset] }
+// at returns the entry at index i, which must be in the log and above
+// offset.
+func (l *raftLog) at(i uint64) *Entry {
+	p := i - l.first
+	return &l.chunks[p/logChunk][p%logChunk]
+}
 
 // isUpToDate reports whether a log ending at (lastIndex, lastTerm) is at least
 // as up-to-date as ours (paper §5.4.1): a later last term wins, and with equal
@@ -125,14 +151,18 @@ func (l *raftLog) isUpToDate(lastIndex, lastTerm uint64) bool {
 	return lastTerm > l.lastTerm() || (lastTerm == l.lastTerm() && lastIndex >= l.lastIndex())
 }
 
-// slice returns the entries in [lo, hi) but stops once they total more than
-// maxBytes (it always returns at least one entry when lo < hi). The result
-// shares the log's array; callers must not modify it.
+// slice returns the entries in [lo, hi) but stops at the end of a chunk,
+// or once they total more than maxBytes (it always returns at least one entry
+// when lo < hi). The result shares the log's array; callers must not modify
+// it. offset < lo and hi <= lastIndex()+1.
 func (l *raftLog) slice(lo, hi uint64, maxBytes int) []Entry {
 	if lo >= hi {
 		return nil
 	}
-	ents := l.entries[lo-l.offset : hi-l.offset]
+	p := lo - l.first
+	chunk := l.chunks[p/logChunk]
+	from := p % logChunk
+	ents := chunk[from:min(uint64(len(chunk)), from+hi-lo)]
 	size := 0
 	for i := range ents {
 		size += len(ents[i].Data)
@@ -149,20 +179,57 @@ func (l *raftLog) slice(lo, hi uint64, maxBytes int) []Entry {
 // append adds entries at the end of the log. The caller has checked that they
 // follow lastIndex.
 func (l *raftLog) append(ents ...Entry) {
-	l.entries = appendEntries(l.entries, ents)
+	if len(ents) == 0 {
+		return
+	}
+	if len(l.chunks) == 0 {
+		l.first = l.last + 1
+	}
+	l.last += uint64(len(ents))
+	for len(ents) > 0 {
+		k := len(l.chunks) - 1
+		if k < 0 || len(l.chunks[k]) == logChunk {
+			l.chunks = append(l.chunks, nil)
+			k++
+		}
+		c := l.chunks[k]
+		n := min(len(ents), logChunk-len(c))
+		if len(c)+n > cap(c) {
+			// Only a log's first chunk grows (new ones start full size):
+			// into a new array, leaving the old one to whoever shares it.
+			grown := make([]Entry, len(c), min(max(2*cap(c), len(c)+n, 64), logChunk))
+			if k > 0 {
+				grown = make([]Entry, len(c), logChunk)
+			}
+			copy(grown, c)
+			c = grown
+		}
+		l.chunks[k] = append(c, ents[:n]...)
+		ents = ents[n:]
+	}
 }
 
-// appendEntries is append for a log's entries, but it doubles the array
-// when it is full: append grows a large slice by about a quarter, so a long
-// log would be copied over and over (memmove was a third of the CPU of a
-// busy leader). The old array is left as it is, valid for whoever shares it.
-func appendEntries(log, ents []Entry) []Entry {
-	if need := len(log) + len(ents); need > cap(log) {
-		grown := make([]Entry, len(log), max(2*cap(log), need, 64))
-		copy(grown, log)
-		log = grown
+// cutAfter drops every entry after index i (offset <= i < last). The chunk
+// holding i is copied: its array is shared.
+func (l *raftLog) cutAfter(i uint64) {
+	l.last = i
+	if i == l.offset {
+		clear(l.chunks)
+		l.chunks = l.chunks[:0]
+		return
 	}
-	return append(log, ents...)
+	p := i + 1 - l.first // position of the first entry dropped
+	k, keep := p/logChunk, p%logChunk
+	if keep == 0 {
+		clear(l.chunks[k:])
+		l.chunks = l.chunks[:k]
+		return
+	}
+	c := make([]Entry, keep, max(cap(l.chunks[k]), int(keep)))
+	copy(c, l.chunks[k])
+	clear(l.chunks[k:])
+	l.chunks = l.chunks[:k+1]
+	l.chunks[k] = c
 }
 
 // truncateAndAppend replaces every entry from ents[0].Index on by ents. It is
@@ -174,8 +241,7 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 		// Capacity is cut so the append below reallocates: messages already
 		// sent and batches handed to the Persister still share the old array
 		// and must not see it change.
-		n := from - l.offset
-		l.entries = l.entries[:n:n]
+		l.cutAfter(from - 1)
 		if l.replacedFrom == 0 || from < l.replacedFrom {
 			l.replacedFrom = from
 		}
@@ -195,13 +261,27 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 // to index. The caller has made sure that a committed snapshot covers index
 // and that offset < index <= applied.
 func (l *raftLog) compact(index uint64) {
-	// A new array, never a write into the old one (see the type's comment);
-	// the sentinel keeps only the position, not the command.
-	keep := l.entries[index-l.offset:]
-	ents := make([]Entry, 1, len(keep)+max(len(keep), 64))
-	ents[0] = Entry{Index: index, Term: keep[0].Term}
-	l.entries = append(ents, keep[1:]...)
+	l.snapTerm, _ = l.term(index)
 	l.offset = index
+	if index == l.last {
+		clear(l.chunks)
+		l.chunks = l.chunks[:0]
+	} else {
+		// Drop the chunks that hold only compacted entries, and copy the
+		// first one left without them, so that their commands can be
+		// freed (a copy: the old array is shared, see the type's comment).
+		p := index + 1 - l.first
+		k := p / logChunk
+		clear(l.chunks[:k])
+		l.chunks = l.chunks[k:]
+		l.first += k * logChunk
+		if dead := p % logChunk; dead > 0 {
+			old := l.chunks[0]
+			c := make([]Entry, len(old), cap(old))
+			copy(c[dead:], old[dead:])
+			l.chunks[0] = c
+		}
+	}
 	l.compactTo = index
 	l.unstable = max(l.unstable, index+1)
 	// A pending truncation is written before the compaction, and entries
@@ -234,8 +314,9 @@ func (l *raftLog) restore(snap SnapshotMeta) {
 				l.replacedFrom = from
 			}
 		}
-		l.entries = []Entry{{Index: snap.Index, Term: snap.Term}}
-		l.offset = snap.Index
+		clear(l.chunks)
+		l.chunks = l.chunks[:0]
+		l.offset, l.snapTerm, l.last = snap.Index, snap.Term, snap.Index
 		l.compactTo = snap.Index
 		l.unstable = snap.Index + 1
 		l.durable = snap.Index
@@ -355,6 +436,16 @@ func (l *raftLog) hasUnstable() bool {
 func (l *raftLog) takeUnstable() (truncateFrom, compactTo uint64, ents []Entry) {
 	truncateFrom, compactTo = l.truncateFrom, l.compactTo
 	ents = l.slice(l.unstable, l.lastIndex()+1, int(^uint(0)>>1))
+	if n := uint64(len(ents)); n > 0 && l.unstable+n <= l.lastIndex() {
+		// The batch crosses a chunk's end: one array for all of it, a
+		// copy the Persister may keep.
+		all := make([]Entry, 0, l.lastIndex()+1-l.unstable)
+		for lo := l.unstable; lo <= l.lastIndex(); lo += uint64(len(ents)) {
+			ents = l.slice(lo, l.lastIndex()+1, int(^uint(0)>>1))
+			all = append(all, ents...)
+		}
+		ents = all
+	}
 	l.truncateFrom, l.compactTo = 0, 0
 	l.unstable = l.lastIndex() + 1
 	return truncateFrom, compactTo, ents
@@ -371,8 +462,12 @@ func (l *raftLog) checkInvariantsFrom(from uint64) error {
 	switch {
 	case l.offset > l.applied:
 		return fmt.Errorf("log: offset %d > applied %d", l.offset, l.applied)
-	case l.entries[0].Index != l.offset:
-		return fmt.Errorf("log: sentinel index %d != offset %d", l.entries[0].Index, l.offset)
+	case l.last < l.offset:
+		return fmt.Errorf("log: last index %d < offset %d", l.last, l.offset)
+	case len(l.chunks) > 0 && (l.first > l.offset+1 || l.first+uint64(len(l.chunks)-1)*logChunk+uint64(len(l.chunks[len(l.chunks)-1]))-1 != l.last):
+		return fmt.Errorf("log: chunks from %d do not end at last index %d", l.first, l.last)
+	case len(l.chunks) == 0 && l.last != l.offset:
+		return fmt.Errorf("log: no chunks but last index %d > offset %d", l.last, l.offset)
 	case l.applied > l.committed:
 		return fmt.Errorf("log: applied %d > committed %d", l.applied, l.committed)
 	case l.committed > last:
@@ -382,10 +477,20 @@ func (l *raftLog) checkInvariantsFrom(from uint64) error {
 	case l.unstable > last+1:
 		return fmt.Errorf("log: unstable %d > last index %d + 1", l.unstable, last)
 	}
-	for i := max(1, int(from-l.offset)); i < len(l.entries); i++ {
-		if l.entries[i].Index != l.entries[i-1].Index+1 || l.entries[i].Term < l.entries[i-1].Term {
-			return fmt.Errorf("log: entry %d (index %d term %d) does not follow index %d term %d",
-				i, l.entries[i].Index, l.entries[i].Term, l.entries[i-1].Index, l.entries[i-1].Term)
+	for k := 0; k+1 < len(l.chunks); k++ {
+		if len(l.chunks[k]) != logChunk {
+			return fmt.Errorf("log: chunk %d of %d holds %d entries", k, len(l.chunks), len(l.chunks[k]))
+		}
+	}
+	prevIndex, prevTerm := l.offset, l.snapTerm
+	for i := max(from, l.offset+1); i <= last; i++ {
+		if i > l.offset+1 {
+			prevIndex = i - 1
+			prevTerm = l.at(i - 1).Term
+		}
+		if e := l.at(i); e.Index != prevIndex+1 || e.Term < prevTerm {
+			return fmt.Errorf("log: entry at %d (index %d term %d) does not follow index %d term %d",
+				i, e.Index, e.Term, prevIndex, prevTerm)
 		}
 	}
 	return nil

@@ -172,7 +172,7 @@ func (s *simCore) Status() simcore.Status {
 	return simcore.Status{
 		Role: simcore.Role(c.role), Term: c.term, Vote: uint64(c.vote), Lead: uint64(c.lead),
 		Commit: c.raftLog.committed, Applied: c.raftLog.applied, LastIndex: c.raftLog.lastIndex(),
-		SnapIndex: c.raftLog.offset, SnapTerm: c.raftLog.entries[0].Term,
+		SnapIndex: c.raftLog.offset, SnapTerm: c.raftLog.snapTerm,
 		Ticks: c.ticks,
 	}
 }

@@ -47,7 +47,9 @@ func TestSnapshot_CompactDropsAppliedPrefix(t *testing.T) {
 	require.Equal(t, uint64(5), c.raftLog.offset)
 	require.Equal(t, SnapshotMeta{Index: 5, Term: term5}, c.raftLog.snapshot())
 	require.Equal(t, last, c.raftLog.lastIndex(), "compaction keeps every later entry")
-	require.Nil(t, c.raftLog.entries[0].Data, "the sentinel keeps no command")
+	for i := c.raftLog.first; i <= 5; i++ {
+		require.Nil(t, c.raftLog.chunks[0][i-c.raftLog.first].Data, "compacted entry %d keeps its command", i)
+	}
 	_, ok := c.raftLog.term(4)
 	require.False(t, ok, "entries below the offset are gone")
 	require.NoError(t, c.checkInvariants())
