@@ -127,6 +127,9 @@ func (n *Node) run(recvc <-chan Message) {
 			}
 		case <-propc:
 			batch := n.props.take(n.cfg.maxMsgBytes())
+			if len(batch) == 0 {
+				continue // taken before the cut of a persist batch
+			}
 			if failed != nil {
 				for _, p := range batch {
 					p.done <- proposalResult{err: failed}
@@ -478,6 +481,23 @@ func (n *Node) persist(p Persister, b *persistBatch) error {
 }
 
 // applyLoop delivers committed commands on ApplyCh.
+// deliver sends m on ApplyCh; false if the node stopped first. It tries a
+// plain send first: a select that includes stopc locks that channel too,
+// once per command, and stopc is shared by every loop of the node.
+func (n *Node) deliver(m ApplyMsg) bool {
+	select {
+	case n.applyc <- m:
+		return true
+	default:
+	}
+	select {
+	case n.applyc <- m:
+		return true
+	case <-n.stopc:
+		return false
+	}
+}
+
 func (n *Node) applyLoop() {
 	defer n.wg.Done()
 	defer close(n.applyc)
@@ -513,9 +533,7 @@ func (n *Node) applyLoop() {
 				if e.Index >= max(n.snapIndex.Load(), lastDue)+interval {
 					due, lastDue = true, e.Index
 				}
-				select {
-				case n.applyc <- ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}:
-				case <-n.stopc:
+				if !n.deliver(ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}) {
 					answerStopped(b.waiters)
 					return
 				}
