@@ -254,9 +254,14 @@ func (p *MemoryPersister) Compact(index uint64) error {
 	if index >= l.last() {
 		l.segs, l.n = nil, 0
 	} else {
-		// A new list: the durable copy may share the old one.
-		l.segs = l.keep(index+1, l.last())
-		l.n = int(l.last() - index)
+		// A copy, not l.keep: the segments kept would share their arrays
+		// with the compacted entries (in a Node, a raftLog chunk whose
+		// compacted commands raftLog.compact just let go of), and keep
+		// those commands alive. A new list: the durable copy may share
+		// the old one.
+		kept := l.entries(index + 1)
+		l.segs = [][]Entry{kept[:len(kept):len(kept)]}
+		l.n = len(kept)
 	}
 	l.base = index
 	return nil
