@@ -16,7 +16,8 @@ import (
 // leader's CPU. Instead, whoever holds a proposal when the node stops
 // answers it with ErrStopped:
 //
-//   - the queue: Stop, once every loop has exited (propQueue.stop);
+//   - the queue: Stop, as soon as it has closed the stop channel, before it
+//     waits for the loops (propQueue.stop);
 //   - the run loop: the ProposeWait calls it is tracking and the apply batch
 //     it has not handed over (run's deferred cleanup);
 //   - the apply loop: the ProposeWait calls of the batch it was delivering.

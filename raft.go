@@ -375,8 +375,13 @@ func (n *Node) LeaderChanged() <-chan struct{} {
 // concurrently. Afterwards Propose returns ErrStopped and ApplyCh is closed.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })
-	n.wg.Wait()
+	// Close the queue before waiting, not after: the wait lasts as long as
+	// the persist in progress, which a stalled disk can make last any time,
+	// and queued or blocked callers must not wait with it. What the run loop
+	// took before this it answers itself (see proposals.go); what is still
+	// queued is answered here, and nothing can be queued afterwards.
 	answerStopped(n.props.stop())
+	n.wg.Wait()
 }
 
 // ticker interval: the heartbeat interval is the resolution of all timers.
