@@ -480,7 +480,6 @@ func (n *Node) persist(p Persister, b *persistBatch) error {
 	return nil
 }
 
-// applyLoop delivers committed commands on ApplyCh.
 // deliver sends m on ApplyCh; false if the node stopped first. It tries a
 // plain send first: a select that includes stopc locks that channel too,
 // once per command, and stopc is shared by every loop of the node.
@@ -498,6 +497,8 @@ func (n *Node) deliver(m ApplyMsg) bool {
 	}
 }
 
+// applyLoop delivers committed commands on ApplyCh, and answers the
+// ProposeWait calls of each batch once the application has it all.
 func (n *Node) applyLoop() {
 	defer n.wg.Done()
 	defer close(n.applyc)
@@ -534,7 +535,15 @@ func (n *Node) applyLoop() {
 					due, lastDue = true, e.Index
 				}
 				if !n.deliver(ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}) {
-					answerStopped(b.waiters)
+					// Stopped mid-batch: what the application received
+					// was applied; the rest is unknown.
+					for _, p := range b.waiters {
+						if p.index < e.Index {
+							p.done <- proposalResult{index: p.index, term: p.term, final: true}
+						} else {
+							p.done <- proposalResult{index: p.index, term: p.term, err: ErrStopped}
+						}
+					}
 					return
 				}
 			}

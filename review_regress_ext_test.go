@@ -57,3 +57,53 @@ func TestReviewProposeDuringSlowStopReturnsStopped(t *testing.T) {
 		t.Fatal("Stop did not return once the disk resumed")
 	}
 }
+
+// TestStopMidBatchAnswersDeliveredProposeWait: when Stop interrupts the
+// delivery of an apply batch, a ProposeWait whose command the application
+// had already received was applied and must return success; only those not
+// yet delivered end with ErrStopped.
+func TestStopMidBatchAnswersDeliveredProposeWait(t *testing.T) {
+	n := nodeSingle(t, nil)
+	nodeWaitLeader(t, n)
+
+	const callers, read = 10, 3
+	received := map[uint64]bool{}
+	var lastRead uint64
+	readDone := make(chan struct{})
+	go func() { // owner: the test; exits after read commands
+		defer close(readDone)
+		for msg := range n.ApplyCh() {
+			if msg.CommandValid {
+				received[msg.CommandIndex], lastRead = true, msg.CommandIndex
+				if len(received) == read {
+					return // and never read again: delivery blocks mid-batch
+				}
+			}
+		}
+	}()
+	type result struct {
+		index uint64
+		err   error
+	}
+	results := make(chan result, callers)
+	for i := range callers {
+		go func() { // owner: the test; ends when Stop answers it at the latest
+			idx, _, err := n.ProposeWait(context.Background(), []byte{byte(i)})
+			results <- result{idx, err}
+		}()
+	}
+	<-readDone
+	faultWaitFor(t, nodeWait, "the apply loop to block on the next command", func() bool {
+		return n.Status().Applied == lastRead && n.Status().Commit >= lastRead+1
+	})
+	n.Stop()
+
+	for range callers {
+		r := <-results
+		if received[r.index] {
+			require.NoError(t, r.err, "command %d reached the application", r.index)
+		} else {
+			require.ErrorIs(t, r.err, raft.ErrStopped, "command %d did not reach the application", r.index)
+		}
+	}
+}
