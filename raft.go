@@ -315,9 +315,10 @@ func (n *Node) ApplyCh() <-chan ApplyMsg { return n.applyc }
 // It fails with a *NotLeaderError (errors.Is(err, ErrNotLeader)) on a
 // non-leader, ErrTooLarge when len(cmd) > MaxEntrySize, ErrStopped after
 // Stop, and ctx.Err() if ctx ends first. It blocks only while the leader is
-// at its flow-control limits (MaxUncommittedBytes, MaxApplyBacklog). If ctx
-// ends after the command was queued, the command may still be appended and
-// committed: the error means "outcome unknown", not "not proposed".
+// at its flow-control limits (MaxUncommittedBytes, MaxApplyBacklog) and
+// 4,096 proposals already wait for it. If ctx ends after the command was
+// queued, the command may still be appended and committed: the error means
+// "outcome unknown", not "not proposed".
 func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err error) {
 	r, err := n.propose(ctx, cmd, false)
 	return r.index, r.term, err
