@@ -110,6 +110,7 @@ type coreConfig struct {
 	maxInflightBytes    int
 	maxUncommittedBytes int
 	seed                uint64
+	logChunkBits        uint        // 0 for logChunkBits; the simulator's is small
 	bugs                plantedBugs // zero except in the simulator's bug-planting tests
 }
 
@@ -156,7 +157,7 @@ type persistBatch struct {
 var errNotLeaderCore = errors.New("raft: core: not leader")
 
 func newCore(id NodeID, peers []NodeID, cfg coreConfig, st PersistentState, logger *slog.Logger) (*core, error) {
-	rl, err := newRaftLog(st.Snapshot, st.Entries, st.HardState.Commit)
+	rl, err := newRaftLog(st.Snapshot, st.Entries, st.HardState.Commit, cfg.logChunkBits)
 	if err != nil {
 		return nil, err
 	}

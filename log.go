@@ -7,9 +7,9 @@ import "fmt"
 //
 // Layout: offset and snapTerm are the index and term of the last entry
 // covered by a snapshot (0 and 0 before any); the entries after it, up to
-// last, are held in chunks of logChunk entries: the entry at index i is
-// chunks[p/logChunk][p%logChunk] with p = i-first. Every chunk but the last
-// is full. Compaction moves offset forward and drops whole chunks; the
+// last, are held in chunks of 1<<chunkBits entries (logChunkBits but in
+// the simulator): the entry at index i is chunks[p>>chunkBits][p&mask] with
+// p = i-first. Every chunk but the last is full. Compaction moves offset forward and drops whole chunks; the
 // entries at or below offset exist only in a snapshot.
 //
 // Why chunks, not one array: appending to one array copies the whole log
@@ -29,11 +29,12 @@ import "fmt"
 // and persist batches share it (slice caps their capacity), so truncation
 // and compaction always move to a new array.
 type raftLog struct {
-	chunks   [][]Entry
-	first    uint64 // index of chunks[0][0]; meaningless while chunks is empty
-	offset   uint64
-	snapTerm uint64
-	last     uint64
+	chunkBits uint // a chunk holds 1<<chunkBits entries
+	chunks    [][]Entry
+	first     uint64 // index of chunks[0][0]; meaningless while chunks is empty
+	offset    uint64
+	snapTerm  uint64
+	last      uint64
 
 	committed uint64 // highest index known committed (Figure 2 commitIndex)
 	applied   uint64 // highest index handed to the runtime for delivery (lastApplied)
@@ -60,8 +61,12 @@ type raftLog struct {
 
 // newRaftLog builds the log from a Persister's state: the snapshot's position
 // and the entries that follow it.
-func newRaftLog(snap SnapshotMeta, ents []Entry, commit uint64) (*raftLog, error) {
-	l := &raftLog{offset: snap.Index, snapTerm: snap.Term, last: snap.Index}
+// chunkBits 0 means logChunkBits.
+func newRaftLog(snap SnapshotMeta, ents []Entry, commit uint64, chunkBits uint) (*raftLog, error) {
+	if chunkBits == 0 {
+		chunkBits = logChunkBits
+	}
+	l := &raftLog{chunkBits: chunkBits, offset: snap.Index, snapTerm: snap.Term, last: snap.Index}
 	for i, e := range ents {
 		// Gateway check: the Persister's data must be contiguous from the
 		// snapshot with non-decreasing terms; past this point the code
@@ -108,11 +113,15 @@ func (l *raftLog) snapshot() SnapshotMeta {
 	return SnapshotMeta{Index: l.offset, Term: l.snapTerm}
 }
 
-// logChunk is the number of entries in a full chunk: large enough that a
-// message or persist batch seldom ends early at a chunk's end, small enough
-// (192 KiB) not to matter to a node with a short log. The first chunk of a
-// log starts small and doubles up to it.
-const logChunk = 4096
+// logChunkBits sets the number of entries in a full chunk, 4096: large
+// enough that a message or persist batch seldom ends early at a chunk's end,
+// small enough (192 KiB) not to matter to a node with a short log. The
+// first chunk of a log starts small and doubles up to it. The simulator uses
+// tiny chunks, so that its logs cross many chunk boundaries.
+const logChunkBits = 12
+
+// chunk returns the number of entries in a full chunk.
+func (l *raftLog) chunk() uint64 { return 1 << l.chunkBits }
 
 func (l *raftLog) lastIndex() uint64 { return l.last }
 func (l *raftLog) lastTerm() uint64 {
@@ -141,7 +150,7 @@ func (l *raftLog) matchTerm(i, term uint64) bool {
 // offset.
 func (l *raftLog) at(i uint64) *Entry {
 	p := i - l.first
-	return &l.chunks[p/logChunk][p%logChunk]
+	return &l.chunks[p>>l.chunkBits][p&(l.chunk()-1)]
 }
 
 // isUpToDate reports whether a log ending at (lastIndex, lastTerm) is at least
@@ -160,8 +169,8 @@ func (l *raftLog) slice(lo, hi uint64, maxBytes int) []Entry {
 		return nil
 	}
 	p := lo - l.first
-	chunk := l.chunks[p/logChunk]
-	from := p % logChunk
+	chunk := l.chunks[p>>l.chunkBits]
+	from := p & (l.chunk() - 1)
 	ents := chunk[from:min(uint64(len(chunk)), from+hi-lo)]
 	size := 0
 	for i := range ents {
@@ -188,19 +197,20 @@ func (l *raftLog) append(ents ...Entry) {
 	l.last += uint64(len(ents))
 	for len(ents) > 0 {
 		k := len(l.chunks) - 1
-		if k < 0 || len(l.chunks[k]) == logChunk {
+		if k < 0 || uint64(len(l.chunks[k])) == l.chunk() {
 			l.chunks = append(l.chunks, nil)
 			k++
 		}
 		c := l.chunks[k]
-		n := min(len(ents), logChunk-len(c))
+		n := min(len(ents), int(l.chunk())-len(c))
 		if len(c)+n > cap(c) {
 			// Only a log's first chunk grows (new ones start full size):
 			// into a new array, leaving the old one to whoever shares it.
-			grown := make([]Entry, len(c), min(max(2*cap(c), len(c)+n, 64), logChunk))
-			if k > 0 {
-				grown = make([]Entry, len(c), logChunk)
+			size := int(l.chunk())
+			if k == 0 {
+				size = min(max(2*cap(c), len(c)+n, 64), size)
 			}
+			grown := make([]Entry, len(c), size)
 			copy(grown, c)
 			c = grown
 		}
@@ -219,7 +229,7 @@ func (l *raftLog) cutAfter(i uint64) {
 		return
 	}
 	p := i + 1 - l.first // position of the first entry dropped
-	k, keep := p/logChunk, p%logChunk
+	k, keep := p>>l.chunkBits, p&(l.chunk()-1)
 	if keep == 0 {
 		clear(l.chunks[k:])
 		l.chunks = l.chunks[:k]
@@ -271,11 +281,11 @@ func (l *raftLog) compact(index uint64) {
 		// first one left without them, so that their commands can be
 		// freed (a copy: the old array is shared, see the type's comment).
 		p := index + 1 - l.first
-		k := p / logChunk
+		k := p >> l.chunkBits
 		clear(l.chunks[:k])
 		l.chunks = l.chunks[k:]
-		l.first += k * logChunk
-		if dead := p % logChunk; dead > 0 {
+		l.first += k << l.chunkBits
+		if dead := p & (l.chunk() - 1); dead > 0 {
 			old := l.chunks[0]
 			c := make([]Entry, len(old), cap(old))
 			copy(c[dead:], old[dead:])
@@ -464,7 +474,7 @@ func (l *raftLog) checkInvariantsFrom(from uint64) error {
 		return fmt.Errorf("log: offset %d > applied %d", l.offset, l.applied)
 	case l.last < l.offset:
 		return fmt.Errorf("log: last index %d < offset %d", l.last, l.offset)
-	case len(l.chunks) > 0 && (l.first > l.offset+1 || l.first+uint64(len(l.chunks)-1)*logChunk+uint64(len(l.chunks[len(l.chunks)-1]))-1 != l.last):
+	case len(l.chunks) > 0 && (l.first > l.offset+1 || l.first+uint64(len(l.chunks)-1)*l.chunk()+uint64(len(l.chunks[len(l.chunks)-1]))-1 != l.last):
 		return fmt.Errorf("log: chunks from %d do not end at last index %d", l.first, l.last)
 	case len(l.chunks) == 0 && l.last != l.offset:
 		return fmt.Errorf("log: no chunks but last index %d > offset %d", l.last, l.offset)
@@ -478,7 +488,7 @@ func (l *raftLog) checkInvariantsFrom(from uint64) error {
 		return fmt.Errorf("log: unstable %d > last index %d + 1", l.unstable, last)
 	}
 	for k := 0; k+1 < len(l.chunks); k++ {
-		if len(l.chunks[k]) != logChunk {
+		if uint64(len(l.chunks[k])) != l.chunk() {
 			return fmt.Errorf("log: chunk %d of %d holds %d entries", k, len(l.chunks), len(l.chunks[k]))
 		}
 	}

@@ -11,9 +11,15 @@ import (
 // appends, compactions and persist batches across many chunk boundaries, and
 // checks every read against a plain slice of the same entries.
 func TestLogChunks(t *testing.T) {
-	for seed := uint64(1); seed <= 6; seed++ {
+	for seed := uint64(1); seed <= 12; seed++ {
+		// Small chunks mostly, so that reads, conflicts and compactions
+		// land on and around many boundaries; the real size too.
+		chunkBits := uint(2 + seed%5)
+		if seed%6 == 0 {
+			chunkBits = logChunkBits
+		}
 		rng := rand.New(rand.NewPCG(seed, 7))
-		l, err := newRaftLog(SnapshotMeta{}, nil, 0)
+		l, err := newRaftLog(SnapshotMeta{}, nil, 0, chunkBits)
 		require.NoError(t, err)
 		var model []Entry // model[i] has index i+1; entries at or below l.offset are not checked
 		term := uint64(1)
@@ -27,7 +33,7 @@ func TestLogChunks(t *testing.T) {
 			case op < 6: // append a batch, sometimes larger than a chunk
 				n := 1 + rng.IntN(300)
 				if rng.IntN(20) == 0 {
-					n = logChunk + rng.IntN(logChunk)
+					n = int(l.chunk()) + rng.IntN(int(l.chunk()))
 				}
 				ents := make([]Entry, n)
 				for i := range ents {
@@ -38,7 +44,7 @@ func TestLogChunks(t *testing.T) {
 			case op < 8 && l.lastIndex() > l.committed: // a conflict: replace a suffix
 				term++
 				from := l.committed + 1 + rng.Uint64N(l.lastIndex()-l.committed)
-				n := 1 + rng.IntN(2*logChunk)
+				n := 1 + rng.IntN(2*int(l.chunk()))
 				ents := make([]Entry, n)
 				for i := range ents {
 					ents[i] = next(from + uint64(i))
@@ -88,7 +94,7 @@ func TestLogChunks(t *testing.T) {
 				require.Equal(t, len(got), cap(got), "slices are capped")
 				if len(got) < int(l.lastIndex()+1-lo) {
 					end := got[len(got)-1].Index
-					require.Zero(t, (end+1-l.first)%logChunk, "a short read ends at a chunk's end")
+					require.Zero(t, (end+1-l.first)%l.chunk(), "a short read ends at a chunk's end")
 				}
 				if rng.IntN(4) == 0 {
 					shared = append(shared, got)

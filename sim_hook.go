@@ -12,6 +12,11 @@ import (
 // Registering it costs a user's program one function value; nothing in the
 // public API reaches it.
 
+// simLogChunkBits makes the simulated nodes' log chunks 8 entries long, so
+// that every run crosses many chunk boundaries while truncating, compacting
+// and restoring.
+const simLogChunkBits = 3
+
 func init() { simcore.Register(newSimCore) }
 
 // plantedBugs and simcore.Bug share bit values; an index out of range here
@@ -53,6 +58,7 @@ func newSimCore(cfg simcore.Config, st simcore.DiskState) (simcore.Core, error) 
 		maxInflightBytes:    DefaultMaxInflightBytes,
 		maxUncommittedBytes: DefaultMaxUncommittedBytes,
 		seed:                cfg.Seed,
+		logChunkBits:        simLogChunkBits,
 		bugs:                plantedBugs(cfg.Bugs),
 	}
 	hs := HardState{Term: st.HardState.Term, Vote: NodeID(st.HardState.Vote), Commit: st.HardState.Commit}
