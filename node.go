@@ -128,7 +128,7 @@ func (n *Node) run(recvc <-chan Message) {
 		case <-propc:
 			batch := n.props.take(n.cfg.maxMsgBytes())
 			if len(batch) == 0 {
-				continue // taken before the cut of a persist batch
+				continue // Stop has answered the queue (see Node.Stop)
 			}
 			if failed != nil {
 				for _, p := range batch {
@@ -512,9 +512,7 @@ func (n *Node) applyLoop() {
 			return
 		}
 		if in := b.restore; in != nil {
-			select {
-			case n.applyc <- ApplyMsg{SnapshotValid: true, Snapshot: in.r, SnapshotIndex: in.meta.Index, SnapshotTerm: in.meta.Term}:
-			case <-n.stopc:
+			if !n.deliver(ApplyMsg{SnapshotValid: true, Snapshot: in.r, SnapshotIndex: in.meta.Index, SnapshotTerm: in.meta.Term}) {
 				in.r.Close()
 				answerStopped(b.waiters)
 				return
