@@ -9,8 +9,9 @@ import "fmt"
 // covered by a snapshot (0 and 0 before any); the entries after it, up to
 // last, are held in chunks of 1<<chunkBits entries (logChunkBits but in
 // the simulator): the entry at index i is chunks[p>>chunkBits][p&mask] with
-// p = i-first. Every chunk but the last is full. Compaction moves offset forward and drops whole chunks; the
-// entries at or below offset exist only in a snapshot.
+// p = i-first. Every chunk but the last is full. Compaction moves offset
+// forward and drops whole chunks; the entries at or below offset exist only
+// in a snapshot.
 //
 // Why chunks, not one array: appending to one array copies the whole log
 // each time it outgrows its capacity, and the old array cannot be reused
@@ -219,13 +220,19 @@ func (l *raftLog) append(ents ...Entry) {
 	}
 }
 
+// dropChunks lets go of every chunk (the entries' last index is the
+// caller's to set).
+func (l *raftLog) dropChunks() {
+	clear(l.chunks)
+	l.chunks = l.chunks[:0]
+}
+
 // cutAfter drops every entry after index i (offset <= i < last). The chunk
 // holding i is copied: its array is shared.
 func (l *raftLog) cutAfter(i uint64) {
 	l.last = i
 	if i == l.offset {
-		clear(l.chunks)
-		l.chunks = l.chunks[:0]
+		l.dropChunks()
 		return
 	}
 	p := i + 1 - l.first // position of the first entry dropped
@@ -274,8 +281,7 @@ func (l *raftLog) compact(index uint64) {
 	l.snapTerm, _ = l.term(index)
 	l.offset = index
 	if index == l.last {
-		clear(l.chunks)
-		l.chunks = l.chunks[:0]
+		l.dropChunks()
 	} else {
 		// Drop the chunks that hold only compacted entries, and copy the
 		// first one left without them, so that their commands can be
@@ -324,8 +330,7 @@ func (l *raftLog) restore(snap SnapshotMeta) {
 				l.replacedFrom = from
 			}
 		}
-		clear(l.chunks)
-		l.chunks = l.chunks[:0]
+		l.dropChunks()
 		l.offset, l.snapTerm, l.last = snap.Index, snap.Term, snap.Index
 		l.compactTo = snap.Index
 		l.unstable = snap.Index + 1

@@ -67,7 +67,7 @@ func (n *Node) run(recvc <-chan Message) {
 		}
 		// ProposeWait calls this loop holds (see proposals.go).
 		for _, p := range n.waiters {
-			p.done <- proposalResult{index: p.index, term: p.term, err: ErrStopped}
+			p.answerStopped()
 		}
 		answerStopped(n.restoreWaiters)
 		if haveApply {
@@ -539,7 +539,7 @@ func (n *Node) applyLoop() {
 						if p.index < e.Index {
 							p.done <- proposalResult{index: p.index, term: p.term, final: true}
 						} else {
-							p.done <- proposalResult{index: p.index, term: p.term, err: ErrStopped}
+							p.answerStopped()
 						}
 					}
 					return

@@ -181,10 +181,16 @@ func (n *Node) propose(ctx context.Context, cmd []byte, wait bool) (proposalResu
 	}
 }
 
-// answerStopped tells each ProposeWait call in ps that the node stopped
+// answerStopped tells the caller of each proposal in ps that the node stopped
 // before it knew the outcome.
 func answerStopped(ps []*proposal) {
 	for _, p := range ps {
-		p.done <- proposalResult{index: p.index, term: p.term, err: ErrStopped}
+		p.answerStopped()
 	}
+}
+
+// answerStopped tells p's caller that the node stopped before it knew the
+// outcome.
+func (p *proposal) answerStopped() {
+	p.done <- proposalResult{index: p.index, term: p.term, err: ErrStopped}
 }
