@@ -395,6 +395,12 @@ func (n *Node) fail(err error) {
 		p.done <- proposalResult{index: p.index, term: p.term, err: err, final: true}
 		delete(n.waiters, idx)
 	}
+	// Those waiting for a snapshot too: a failed node delivers nothing
+	// more, so it would never come, and they would wait until Stop.
+	for _, p := range n.restoreWaiters {
+		p.done <- proposalResult{index: p.index, term: p.term, err: err, final: true}
+	}
+	n.restoreWaiters = nil
 }
 
 // publish copies the core's state for State and Status, and signals

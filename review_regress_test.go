@@ -4,6 +4,7 @@ package raft
 // MemoryPersister and the chunked raftLog.
 
 import (
+	"errors"
 	"runtime"
 	"testing"
 	"weak"
@@ -46,4 +47,35 @@ func TestReviewMemoryPersisterCompactFreesCommands(t *testing.T) {
 		require.Equal(t, uint64(6+i), e.Index)
 		require.Len(t, e.Data, 4<<10)
 	}
+}
+
+// TestReviewFailAnswersSnapshotWaiters: after a persist failure the node
+// delivers nothing more, so fail must answer the ProposeWait calls waiting
+// for a snapshot as well as those waiting for entries; before, the former
+// waited until Stop.
+func TestReviewFailAnswersSnapshotWaiters(t *testing.T) {
+	n := &Node{
+		cfg:     Config{ID: 1},
+		changec: make(chan struct{}),
+		waiters: map[uint64]*proposal{},
+	}
+	entry := &proposal{index: 7, term: 2, wait: true, done: make(chan proposalResult, 2)}
+	snap := &proposal{index: 5, term: 2, wait: true, done: make(chan proposalResult, 2)}
+	n.waiters[entry.index] = entry
+	n.restoreWaiters = []*proposal{snap}
+	failure := errors.New("disk on fire")
+
+	n.fail(failure)
+
+	for _, p := range []*proposal{entry, snap} {
+		select {
+		case r := <-p.done:
+			require.ErrorIs(t, r.err, failure, "proposal at index %d", p.index)
+			require.True(t, r.final, "proposal at index %d", p.index)
+		default:
+			t.Fatalf("proposal at index %d not answered by fail", p.index)
+		}
+	}
+	require.Empty(t, n.waiters)
+	require.Empty(t, n.restoreWaiters)
 }
