@@ -136,7 +136,7 @@ func benchProposeDisk(b *testing.B, nodes, size, proposers int) {
 		}
 		ps[i] = countingPersister{Persister: p, syncs: &syncs}
 	}
-	bc := newBenchCluster(b, nodes, func(id raft.NodeID) raft.Persister { return ps[id-1] })
+	bc := newBenchCluster(b, nodes, func(id raft.NodeID) raft.Persister { return ps[id-1] }, false)
 	defer bc.stop()
 	leader := bc.waitLeader(b)
 

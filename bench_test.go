@@ -31,8 +31,22 @@ func BenchmarkPropose(b *testing.B) {
 	}
 }
 
+// BenchmarkProposeBatches is BenchmarkPropose with Config.ApplyBatches:
+// each node's application takes its commands in batches, from
+// ApplyBatchCh, instead of one at a time.
+func BenchmarkProposeBatches(b *testing.B) {
+	for _, proposers := range []int{1, 16, 256, 1024} {
+		name := fmt.Sprintf("nodes=3/bytes=128/proposers=%d", proposers)
+		b.Run(name, func(b *testing.B) {
+			bc := newBenchCluster(b, 3, memoryPersister, true)
+			defer bc.stop()
+			reportLatency(b, runProposers(b, bc.waitLeader(b), 128, proposers))
+		})
+	}
+}
+
 func benchPropose(b *testing.B, nodes, size, proposers int) {
-	bc := newBenchCluster(b, nodes, memoryPersister)
+	bc := newBenchCluster(b, nodes, memoryPersister, false)
 	defer bc.stop()
 	leader := bc.waitLeader(b)
 	reportLatency(b, runProposers(b, leader, size, proposers))
@@ -135,8 +149,10 @@ type benchCluster struct {
 func memoryPersister(raft.NodeID) raft.Persister { return raft.NewMemoryPersister() }
 
 // newBenchCluster starts n nodes, each with the Persister that persister
-// returns for its ID. stop closes those that are io.Closers.
-func newBenchCluster(b *testing.B, n int, persister func(raft.NodeID) raft.Persister) *benchCluster {
+// returns for its ID, and their applications: goroutines that drain
+// ApplyCh, or ApplyBatchCh if batches. stop closes the persisters that are
+// io.Closers.
+func newBenchCluster(b *testing.B, n int, persister func(raft.NodeID) raft.Persister, batches bool) *benchCluster {
 	bc := &benchCluster{b: b, net: rafttest.NewNetwork(1)}
 	var peers []raft.NodeID
 	for i := 1; i <= n; i++ {
@@ -152,6 +168,7 @@ func newBenchCluster(b *testing.B, n int, persister func(raft.NodeID) raft.Persi
 			ElectionTimeout:   time.Duration(1+int(id)*4) * 100 * time.Millisecond,
 			HeartbeatInterval: 100 * time.Millisecond,
 			Seed:              uint64(id),
+			ApplyBatches:      batches,
 		})
 		if err != nil {
 			bc.stop()
@@ -159,9 +176,11 @@ func newBenchCluster(b *testing.B, n int, persister func(raft.NodeID) raft.Persi
 		}
 		bc.nodes = append(bc.nodes, node)
 		bc.wg.Add(1)
-		go func() { // owner: benchCluster; exits when Stop closes ApplyCh
+		go func() { // owner: benchCluster; exits when Stop closes the apply channel
 			defer bc.wg.Done()
-			for range node.ApplyCh() {
+			for range node.ApplyCh() { // closed from the start with batches
+			}
+			for range node.ApplyBatchCh() { // closed from the start without
 			}
 		}()
 	}

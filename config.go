@@ -55,11 +55,18 @@ type Config struct {
 	// bound may cross it). Past it, Propose blocks until entries commit or
 	// its context ends. Zero means 64 MiB; it must be at least MaxEntrySize.
 	MaxUncommittedBytes int
+	// ApplyBatches makes the node deliver committed commands in batches on
+	// Node.ApplyBatchCh instead of one at a time on Node.ApplyCh. Each
+	// receive is a hand-off between two goroutines, so one per batch costs
+	// less than one per command: with 256 concurrent proposers in memory,
+	// about 30% more proposals per second (make compare).
+	ApplyBatches bool
 	// MaxApplyBacklog is how many entries a leader may hold that the
-	// application has not yet received from ApplyCh, committed or not,
-	// before it stops accepting proposals (Propose then blocks); a batch of
-	// proposals taken below the bound may cross it. Replication, heartbeats and votes never
-	// wait for the application. Zero means 8192.
+	// application has not yet received (from ApplyCh or ApplyBatchCh),
+	// committed or not, before it stops accepting proposals (Propose then
+	// blocks); a batch of proposals taken below the bound may cross it.
+	// Replication, heartbeats and votes never wait for the application.
+	// Zero means 8192.
 	MaxApplyBacklog int
 
 	// SnapshotInterval is how many entries the application is expected to

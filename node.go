@@ -20,8 +20,8 @@ import (
 //     the persist loop is idle again, never earlier: a batch cut while the
 //     previous Sync was running would hold only what arrived before the cut,
 //     and everything after it would wait a whole extra Sync.
-//   - applyLoop: delivers committed commands on ApplyCh, the sole sender on
-//     and closer of that channel.
+//   - applyLoop: delivers committed commands on ApplyCh, or in batches on
+//     ApplyBatchCh, the sole sender on and closer of that channel.
 //   - receiveLoop, and a sender per follower being sent a snapshot: see
 //     snapshot_stream.go.
 //
@@ -503,13 +503,55 @@ func (n *Node) deliver(m ApplyMsg) bool {
 	}
 }
 
-// applyLoop delivers committed commands on ApplyCh, and answers the
-// ProposeWait calls of each batch once the application has it all.
+// deliverBatch sends ms on ApplyBatchCh, as deliver does on ApplyCh.
+func (n *Node) deliverBatch(ms []ApplyMsg) bool {
+	select {
+	case n.batchc <- ms:
+		return true
+	default:
+	}
+	select {
+	case n.batchc <- ms:
+		return true
+	case <-n.stopc:
+		return false
+	}
+}
+
+// maxKeptBatch is the capacity, in messages, of the batch arrays the apply
+// loop keeps for reuse; a larger one (a burst of tiny commands) is dropped.
+const maxKeptBatch = 4096
+
+// applyLoop delivers committed commands on ApplyCh, or in batches on
+// ApplyBatchCh, and answers the ProposeWait calls of each batch once the
+// application has it all.
 func (n *Node) applyLoop() {
 	defer n.wg.Done()
-	defer close(n.applyc)
+	if n.cfg.ApplyBatches {
+		defer close(n.batchc)
+	} else {
+		defer close(n.applyc)
+	}
 	interval := uint64(n.cfg.snapshotInterval())
 	var lastDue uint64 // the index SnapshotDue was last set on
+	// With ApplyBatches, two arrays take turns. The receiver may still hold
+	// the batch sent last; it has finished with the one before, since it
+	// came back for the last. The next batch is built in that one's array.
+	var arrays [2][]ApplyMsg
+	last := 0 // the array of the batch sent last
+	newBatch := func() []ApplyMsg {
+		a := arrays[1-last]
+		clear(a) // drop the references to old commands
+		return a[:0]
+	}
+	sendBatch := func(ms []ApplyMsg) bool {
+		last = 1 - last
+		arrays[last] = ms
+		if cap(ms) > maxKeptBatch {
+			arrays[last] = nil
+		}
+		return n.deliverBatch(ms)
+	}
 	for {
 		var b applyBatch
 		select {
@@ -518,7 +560,14 @@ func (n *Node) applyLoop() {
 			return
 		}
 		if in := b.restore; in != nil {
-			if !n.deliver(ApplyMsg{SnapshotValid: true, Snapshot: in.r, SnapshotIndex: in.meta.Index, SnapshotTerm: in.meta.Term}) {
+			m := ApplyMsg{SnapshotValid: true, Snapshot: in.r, SnapshotIndex: in.meta.Index, SnapshotTerm: in.meta.Term}
+			var ok bool
+			if n.cfg.ApplyBatches {
+				ok = sendBatch(append(newBatch(), m))
+			} else {
+				ok = n.deliver(m)
+			}
+			if !ok {
 				in.r.Close()
 				answerStopped(b.waiters)
 				return
@@ -529,29 +578,49 @@ func (n *Node) applyLoop() {
 			}
 			continue
 		}
+		var batch []ApplyMsg
+		if n.cfg.ApplyBatches {
+			batch = newBatch()
+		}
 		for i := range b.ents {
 			e := &b.ents[i]
-			if e.Type == EntryNormal {
-				due := false
-				// Due an interval past the snapshot, and again every
-				// interval while none is taken (a Snapshot call may fail).
-				if e.Index >= max(n.snapIndex.Load(), lastDue)+interval {
-					due, lastDue = true, e.Index
+			if e.Type != EntryNormal {
+				if !n.cfg.ApplyBatches {
+					n.applied.Store(e.Index)
 				}
-				if !n.deliver(ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}) {
-					// Stopped mid-batch: what the application received
-					// was applied; the rest is unknown.
-					for _, p := range b.waiters {
-						if p.index < e.Index {
-							p.done <- proposalResult{index: p.index, term: p.term, final: true}
-						} else {
-							p.answerStopped()
-						}
+				continue
+			}
+			due := false
+			// Due an interval past the snapshot, and again every interval
+			// while none is taken (a Snapshot call may fail).
+			if e.Index >= max(n.snapIndex.Load(), lastDue)+interval {
+				due, lastDue = true, e.Index
+			}
+			m := ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}
+			if n.cfg.ApplyBatches {
+				batch = append(batch, m)
+				continue
+			}
+			if !n.deliver(m) {
+				// Stopped mid-batch: what the application received was
+				// applied; the rest is unknown.
+				for _, p := range b.waiters {
+					if p.index < e.Index {
+						p.done <- proposalResult{index: p.index, term: p.term, final: true}
+					} else {
+						p.answerStopped()
 					}
-					return
 				}
+				return
 			}
 			n.applied.Store(e.Index)
+		}
+		if len(batch) > 0 && !sendBatch(batch) {
+			answerStopped(b.waiters) // none of the batch was received
+			return
+		}
+		if k := len(b.ents); k > 0 {
+			n.applied.Store(b.ents[k-1].Index)
 		}
 		for _, p := range b.waiters {
 			p.done <- proposalResult{index: p.index, term: p.term, final: true}

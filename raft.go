@@ -199,7 +199,8 @@ type Node struct {
 	persistc chan *persistBatch
 	durablec chan persistResult
 	applyq   chan applyBatch
-	applyc   chan ApplyMsg
+	applyc   chan ApplyMsg   // closed from the start with Config.ApplyBatches
+	batchc   chan []ApplyMsg // closed from the start without it
 	// Snapshots (snapshot_stream.go, Node.Snapshot).
 	snapSentc chan snapSendResult // senders to the run loop
 	chunkc    chan Message        // run loop to the receiver
@@ -273,6 +274,7 @@ func NewNode(cfg Config) (*Node, error) {
 		// received the message, so Status().Applied, ProposeWait and
 		// MaxApplyBacklog all count what the application really has.
 		applyc:        make(chan ApplyMsg),
+		batchc:        make(chan []ApplyMsg),
 		senders:       map[NodeID]*snapSender{},
 		restoreReader: restore,
 		snapSentc:     make(chan snapSendResult),
@@ -282,6 +284,13 @@ func NewNode(cfg Config) (*Node, error) {
 		stopc:         make(chan struct{}),
 		changec:       make(chan struct{}),
 	}
+	// The channel not in use is closed, so that a range over it ends
+	// instead of waiting forever.
+	if cfg.ApplyBatches {
+		close(n.applyc)
+	} else {
+		close(n.batchc)
+	}
 	n.applied.Store(st.Snapshot.Index)
 	n.setSnapshot(st.Snapshot)
 	n.publish()
@@ -289,7 +298,7 @@ func NewNode(cfg Config) (*Node, error) {
 	n.wg.Add(4)
 	go n.run(recvc)    // owner: Node; exits when stopc closes
 	go n.persistLoop() // owner: Node; exits when stopc closes or a persist fails
-	go n.applyLoop()   // owner: Node; exits when stopc closes; closes applyc
+	go n.applyLoop()   // owner: Node; exits when stopc closes; closes applyc or batchc
 	go n.receiveLoop() // owner: Node; exits when stopc closes
 	return n, nil
 }
@@ -302,8 +311,19 @@ func (n *Node) ID() NodeID { return n.id }
 // command counts as applied (Status().Applied, ProposeWait) once received.
 // Receive from it promptly: while Config.MaxApplyBacklog entries wait, the
 // leader stops accepting proposals (replication and elections go on
-// regardless). The channel is closed after Stop.
+// regardless). The channel is closed after Stop, and from the start when
+// Config.ApplyBatches is set (use ApplyBatchCh then).
 func (n *Node) ApplyCh() <-chan ApplyMsg { return n.applyc }
+
+// ApplyBatchCh returns the channel on which the node delivers what ApplyCh
+// would, in batches, when Config.ApplyBatches is set. A batch is not empty,
+// holds messages in log order, and a snapshot comes alone in its batch.
+// Every command of a batch counts as applied once the batch is received.
+// The slice is the receiver's until its next receive from the channel;
+// then the node reuses its array, so copy any message needed longer (the
+// commands themselves are not reused). The channel is unbuffered, and
+// closed after Stop, and from the start without Config.ApplyBatches.
+func (n *Node) ApplyBatchCh() <-chan []ApplyMsg { return n.batchc }
 
 // Propose appends cmd to the log if this node is the leader, and returns
 // the index and term it was given. It returns before the command is

@@ -148,50 +148,61 @@ func (c *Cluster) start(id raft.NodeID) {
 	}
 	inc := c.hist.Start(uint64(id))
 	drained := make(chan struct{})
-	go func() { // owner: the Cluster; exits when node.Stop closes ApplyCh
-		defer close(drained)
-		since := 0 // commands applied since the last snapshot
-		for msg := range node.ApplyCh() {
-			if c.opts.OnApply != nil {
-				c.opts.OnApply(id, msg)
+	since := 0 // commands applied since the last snapshot
+	apply := func(msg raft.ApplyMsg) {
+		if c.opts.OnApply != nil {
+			c.opts.OnApply(id, msg)
+		}
+		switch {
+		case msg.SnapshotValid:
+			since = 0
+			index, d, state, err := readSnapshot(msg.Snapshot)
+			msg.Snapshot.Close()
+			if err == nil && index != msg.SnapshotIndex {
+				err = fmt.Errorf("snapshot data is for index %d, message says %d", index, msg.SnapshotIndex)
 			}
-			switch {
-			case msg.SnapshotValid:
+			if err == nil {
+				err = inc.Restore(index, d)
+			}
+			if err == nil && c.opts.RestoreState != nil {
+				err = c.opts.RestoreState(id, index, state)
+			}
+			if err != nil {
+				c.t.Errorf("rafttest: node %d: restore snapshot: %v", id, err)
+			}
+		case msg.CommandValid:
+			if err := inc.Apply(msg.CommandIndex, msg.Command); err != nil {
+				c.t.Errorf("rafttest: %v", err)
+			}
+			if since++; c.opts.SnapshotEvery > 0 && since >= c.opts.SnapshotEvery {
 				since = 0
-				index, d, state, err := readSnapshot(msg.Snapshot)
-				msg.Snapshot.Close()
-				if err == nil && index != msg.SnapshotIndex {
-					err = fmt.Errorf("snapshot data is for index %d, message says %d", index, msg.SnapshotIndex)
+				d := inc.Digest()
+				var state []byte
+				if c.opts.SnapshotState != nil {
+					state = c.opts.SnapshotState(id)
 				}
-				if err == nil {
-					err = inc.Restore(index, d)
-				}
-				if err == nil && c.opts.RestoreState != nil {
-					err = c.opts.RestoreState(id, index, state)
-				}
-				if err != nil {
-					c.t.Errorf("rafttest: node %d: restore snapshot: %v", id, err)
-				}
-			case msg.CommandValid:
-				if err := inc.Apply(msg.CommandIndex, msg.Command); err != nil {
-					c.t.Errorf("rafttest: %v", err)
-				}
-				if since++; c.opts.SnapshotEvery > 0 && since >= c.opts.SnapshotEvery {
-					since = 0
-					d := inc.Digest()
-					var state []byte
-					if c.opts.SnapshotState != nil {
-						state = c.opts.SnapshotState(id)
-					}
-					err := node.Snapshot(context.Background(), msg.CommandIndex, func(w io.Writer) error {
-						return writeSnapshot(w, msg.CommandIndex, d, state, c.opts.SnapshotPadding)
-					})
-					if err != nil && !errors.Is(err, raft.ErrStopped) && !errors.Is(err, raft.ErrStaleSnapshot) &&
-						(c.opts.SnapshotErrorOK == nil || !c.opts.SnapshotErrorOK(id, err)) {
-						c.t.Errorf("rafttest: node %d: snapshot at %d: %v", id, msg.CommandIndex, err)
-					}
+				err := node.Snapshot(context.Background(), msg.CommandIndex, func(w io.Writer) error {
+					return writeSnapshot(w, msg.CommandIndex, d, state, c.opts.SnapshotPadding)
+				})
+				if err != nil && !errors.Is(err, raft.ErrStopped) && !errors.Is(err, raft.ErrStaleSnapshot) &&
+					(c.opts.SnapshotErrorOK == nil || !c.opts.SnapshotErrorOK(id, err)) {
+					c.t.Errorf("rafttest: node %d: snapshot at %d: %v", id, msg.CommandIndex, err)
 				}
 			}
+		}
+	}
+	go func() { // owner: the Cluster; exits when node.Stop closes the apply channel
+		defer close(drained)
+		if cfg.ApplyBatches {
+			for batch := range node.ApplyBatchCh() {
+				for _, msg := range batch {
+					apply(msg)
+				}
+			}
+			return
+		}
+		for msg := range node.ApplyCh() {
+			apply(msg)
 		}
 	}()
 	c.mu.Lock()
