@@ -14,9 +14,10 @@ import (
 )
 
 // raftkitCluster is raftkit/raft as its README's "Embedding" shows: a
-// zero-value Config but for ID, Peers, Transport and Persister; an apply
-// goroutine per node draining ApplyCh; ProposeWait on the leader, which
-// returns once the command has reached the leader's ApplyCh. The transport
+// zero-value Config but for ID, Peers, Transport, Persister and
+// ApplyBatches; an apply goroutine per node draining ApplyBatchCh;
+// ProposeWait on the leader, which returns once the command's batch has
+// reached the leader's application. The transport
 // is rafttest.Network (in-process, reliable, no delay, messages passed
 // without encoding); the persister MemoryPersister, or FilePersister (one
 // append-only WAL per node, one fsync per Sync, group commit) on disk.
@@ -54,6 +55,9 @@ func startRaftkit(ctx context.Context, s spec) (cluster, error) {
 			Peers:     peers,
 			Transport: c.net.Endpoint(id),
 			Persister: p,
+			// Committed commands in batches, as the peers' applications get
+			// them (hashicorp's BatchingFSM, etcd's CommittedEntries).
+			ApplyBatches: true,
 		})
 		if err != nil {
 			c.close()
@@ -61,7 +65,7 @@ func startRaftkit(ctx context.Context, s spec) (cluster, error) {
 		}
 		c.nodes = append(c.nodes, n)
 		c.appliers.Go(func() {
-			for range n.ApplyCh() { // the state machine does nothing
+			for range n.ApplyBatchCh() { // the state machine does nothing
 			}
 		})
 	}
