@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -63,31 +62,28 @@ func TestApplyBatches_OtherChannelIsClosed(t *testing.T) {
 }
 
 // A received batch must not change while the application holds it, though
-// the node goes on committing; batches are in log order, never empty, and
-// carry every command exactly once.
+// the node goes on committing and builds the next batch meanwhile; batches
+// are in log order, never empty, and carry every command exactly once.
+// The test proposes in rounds and holds one batch in every round, whatever
+// the scheduling.
 func TestApplyBatches_BatchStableUntilNextReceive(t *testing.T) {
 	n := startBatchNode(t)
 	ctx := context.Background()
-	const total = 3000
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Add(1)
-		go func() { // owner: this test; exits after its share of proposals
-			defer wg.Done()
-			for i := g; i < total; i += 8 {
-				_, _, err := n.Propose(ctx, fmt.Appendf(nil, "cmd-%d", i))
-				if err != nil {
-					t.Errorf("propose %d: %v", i, err)
-					return
-				}
-			}
-		}()
+	const rounds, per = 30, 50
+	next := 0
+	propose := func() {
+		for range per {
+			_, _, err := n.Propose(ctx, fmt.Appendf(nil, "cmd-%d", next))
+			require.NoError(t, err)
+			next++
+		}
 	}
+	propose()
 	seen := map[string]bool{}
 	var last uint64
 	batches, held := 0, 0
-	for len(seen) < total {
-		batch := <-n.ApplyBatchCh()
+	for len(seen) < next {
+		batch := receiveBatch(t, n)
 		require.NotEmpty(t, batch)
 		batches++
 		kept := slices.Clone(batch)
@@ -98,19 +94,31 @@ func TestApplyBatches_BatchStableUntilNextReceive(t *testing.T) {
 			require.False(t, seen[string(m.Command)], "command %q delivered twice", m.Command)
 			seen[string(m.Command)] = true
 		}
-		// Hold every third batch while more commits: the node must build
-		// the next batch elsewhere.
-		if batches%3 == 0 && len(seen) < total-100 {
+		if next < rounds*per {
+			// Hold this batch while the next round commits.
 			held++
 			end := batch[len(batch)-1].CommandIndex
-			waitUntil(t, "more commits while a batch is held", func() bool { return n.Status().Commit > end+20 })
+			propose()
+			waitUntil(t, "the next round to commit", func() bool { return n.Status().Commit >= end+per })
 			require.Equal(t, kept, batch, "a held batch changed before the next receive")
 		}
 	}
-	wg.Wait()
-	require.Greater(t, held, 0)
-	require.Less(t, batches, total, "commands never came more than one to a batch")
-	t.Logf("%d commands in %d batches; %d batches held while the node committed more", total, batches, held)
+	require.GreaterOrEqual(t, held, rounds-1)
+	require.Less(t, batches, next, "commands never came more than one to a batch")
+	t.Logf("%d commands in %d batches; %d held while the next round committed", next, batches, held)
+}
+
+// receiveBatch receives one batch from n, failing t after 10 seconds.
+func receiveBatch(t *testing.T, n *raft.Node) []raft.ApplyMsg {
+	t.Helper()
+	select {
+	case batch, ok := <-n.ApplyBatchCh():
+		require.True(t, ok, "ApplyBatchCh closed")
+		return batch
+	case <-time.After(10 * time.Second):
+		t.Fatal("no batch within 10 s")
+		return nil
+	}
 }
 
 // ProposeWait returns, and Status().Applied moves, only once the batch
@@ -132,7 +140,7 @@ func TestApplyBatches_AppliedOnlyOnceReceived(t *testing.T) {
 	}
 	require.Less(t, n.Status().Applied, uint64(2))
 
-	batch := <-n.ApplyBatchCh()
+	batch := receiveBatch(t, n)
 	require.Len(t, batch, 1)
 	select {
 	case err := <-done:
@@ -185,23 +193,7 @@ func TestApplyBatches_UnreliableSnapshotChurn(t *testing.T) {
 }
 
 func TestApplyBatches_NodeRestartsFromSnapshot(t *testing.T) {
-	var snaps snapCounter
-	c := rafttest.NewCluster(t, 3, batchOptions(snapOptions(7, 1<<10, &snaps)))
-	c.Leader()
-	for i := range 40 {
-		c.One(fmt.Appendf(nil, "c%d", i), 3, true)
-	}
-	for _, id := range c.IDs {
-		before := snaps.count(id)
-		c.Restart(id)
-		snapWait(t, fmt.Sprintf("node %d to restore its snapshot", id), func() bool { return snaps.count(id) > before })
-		c.Leader()
-	}
-	last := c.One([]byte("after"), 3, true)
-	for _, id := range c.IDs {
-		snapWait(t, "every node to apply the last command", func() bool { return c.LastApplied(id) >= last })
-	}
-	require.NoError(t, c.Check())
+	restartFromSnapshot(t, batchOptions)
 }
 
 func TestApplyBatches_Figure8Unreliable(t *testing.T) {

@@ -486,32 +486,18 @@ func (n *Node) persist(p Persister, b *persistBatch) error {
 	return nil
 }
 
-// deliver sends m on ApplyCh; false if the node stopped first. It tries a
-// plain send first: a select that includes stopc locks that channel too,
-// once per command, and stopc is shared by every loop of the node.
-func (n *Node) deliver(m ApplyMsg) bool {
+// deliver sends v on c, ApplyCh or ApplyBatchCh; false if the node stopped
+// first. It tries a plain send first: a select that includes stopc locks
+// that channel too, once per send, and stopc is shared by every loop of the
+// node.
+func deliver[T any](n *Node, c chan<- T, v T) bool {
 	select {
-	case n.applyc <- m:
+	case c <- v:
 		return true
 	default:
 	}
 	select {
-	case n.applyc <- m:
-		return true
-	case <-n.stopc:
-		return false
-	}
-}
-
-// deliverBatch sends ms on ApplyBatchCh, as deliver does on ApplyCh.
-func (n *Node) deliverBatch(ms []ApplyMsg) bool {
-	select {
-	case n.batchc <- ms:
-		return true
-	default:
-	}
-	select {
-	case n.batchc <- ms:
+	case c <- v:
 		return true
 	case <-n.stopc:
 		return false
@@ -534,23 +520,24 @@ func (n *Node) applyLoop() {
 	}
 	interval := uint64(n.cfg.snapshotInterval())
 	var lastDue uint64 // the index SnapshotDue was last set on
-	// With ApplyBatches, two arrays take turns. The receiver may still hold
-	// the batch sent last; it has finished with the one before, since it
-	// came back for the last. The next batch is built in that one's array.
+	// With ApplyBatches, two arrays take turns. The receiver may hold the
+	// batch sent last, so the next is built in the other array, which the
+	// receiver had finished with when it came back for the last.
 	var arrays [2][]ApplyMsg
 	last := 0 // the array of the batch sent last
-	newBatch := func() []ApplyMsg {
-		a := arrays[1-last]
-		clear(a) // drop the references to old commands
-		return a[:0]
-	}
+	newBatch := func() []ApplyMsg { return arrays[1-last][:0] }
 	sendBatch := func(ms []ApplyMsg) bool {
+		if !deliver(n, n.batchc, ms) {
+			return false
+		}
+		// Done with now: drop its references to commands at once.
+		clear(arrays[last])
 		last = 1 - last
 		arrays[last] = ms
 		if cap(ms) > maxKeptBatch {
 			arrays[last] = nil
 		}
-		return n.deliverBatch(ms)
+		return true
 	}
 	for {
 		var b applyBatch
@@ -565,7 +552,7 @@ func (n *Node) applyLoop() {
 			if n.cfg.ApplyBatches {
 				ok = sendBatch(append(newBatch(), m))
 			} else {
-				ok = n.deliver(m)
+				ok = deliver(n, n.applyc, m)
 			}
 			if !ok {
 				in.r.Close()
@@ -601,7 +588,7 @@ func (n *Node) applyLoop() {
 				batch = append(batch, m)
 				continue
 			}
-			if !n.deliver(m) {
+			if !deliver(n, n.applyc, m) {
 				// Stopped mid-batch: what the application received was
 				// applied; the rest is unknown.
 				for _, p := range b.waiters {
@@ -619,7 +606,7 @@ func (n *Node) applyLoop() {
 			answerStopped(b.waiters) // none of the batch was received
 			return
 		}
-		if k := len(b.ents); k > 0 {
+		if k := len(b.ents); k > 0 && n.cfg.ApplyBatches {
 			n.applied.Store(b.ents[k-1].Index)
 		}
 		for _, p := range b.waiters {

@@ -3,10 +3,10 @@
 // Algorithm", extended version, and Ongaro's thesis).
 //
 // A Node replicates a log of commands across a cluster and delivers every
-// committed command, in the same order on every node, on its ApplyCh. The
-// application proposes commands on the leader with Propose (or ProposeWait,
-// which returns once the command is applied locally) and applies what
-// arrives on ApplyCh to its own state machine.
+// committed command, in the same order on every node, on its ApplyCh (or,
+// in batches, on its ApplyBatchCh). The application proposes commands on
+// the leader with Propose (or ProposeWait, which returns once the command
+// is applied locally) and applies what arrives to its own state machine.
 //
 // A Node talks to its peers through a Transport and stores its state through
 // a Persister; both are interfaces. Package rafttest provides an in-memory,
@@ -103,7 +103,8 @@ func (r Role) String() string {
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
 
-// ApplyMsg is one committed command, delivered on Node.ApplyCh in log order.
+// ApplyMsg is one committed command, delivered on Node.ApplyCh (or in a
+// batch on Node.ApplyBatchCh) in log order.
 //
 // A message carries either a command (CommandValid) or a snapshot
 // (SnapshotValid). Only commands passed to Propose are delivered. The
@@ -162,7 +163,7 @@ type Status struct {
 	Term      uint64
 	Leader    NodeID // 0 if unknown
 	Commit    uint64 // highest index known committed
-	Applied   uint64 // highest index the application received from ApplyCh (or skipped as internal)
+	Applied   uint64 // highest index the application received from ApplyCh or ApplyBatchCh (or skipped as internal)
 	LastIndex uint64 // last index in the log
 	// FirstIndex is the first index still in the log: the entries before
 	// it exist only in a snapshot.
@@ -223,7 +224,8 @@ type Node struct {
 // from cfg.Persister. It returns an error, and starts nothing, if cfg is
 // invalid or the persisted state cannot be loaded.
 //
-// The node delivers, on ApplyCh, every committed command it holds (after a
+// The node delivers, on ApplyCh or ApplyBatchCh (see Config.ApplyBatches),
+// every committed command it holds (after a
 // restart: from the start of the log up to the last commit index it had
 // persisted, then onwards as the leader tells it).
 func NewNode(cfg Config) (*Node, error) {
@@ -319,15 +321,18 @@ func (n *Node) ApplyCh() <-chan ApplyMsg { return n.applyc }
 // would, in batches, when Config.ApplyBatches is set. A batch is not empty,
 // holds messages in log order, and a snapshot comes alone in its batch.
 // Every command of a batch counts as applied once the batch is received.
-// The slice is the receiver's until its next receive from the channel;
-// then the node reuses its array, so copy any message needed longer (the
-// commands themselves are not reused). The channel is unbuffered, and
-// closed after Stop, and from the start without Config.ApplyBatches.
+// The channel is unbuffered, and closed after Stop, and from the start
+// without Config.ApplyBatches.
+//
+// The node reuses a batch's array once the batch after it has been
+// received: receive from one goroutine, which owns each batch until its
+// next receive, or copy the messages before handing them to another. The
+// commands themselves are never reused.
 func (n *Node) ApplyBatchCh() <-chan []ApplyMsg { return n.batchc }
 
 // Propose appends cmd to the log if this node is the leader, and returns
 // the index and term it was given. It returns before the command is
-// committed: the command is committed once it reaches ApplyCh at that index
+// committed: the command is committed once it is delivered at that index
 // with that term; if a leader change replaces it, a different command (or
 // none) arrives at that index.
 //
@@ -345,7 +350,8 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (index, term uint64, err
 }
 
 // ProposeWait is Propose, then waits until the command has committed and the
-// application has received it from this node's ApplyCh, and returns its
+// application has received it from this node's ApplyCh (or, in a batch,
+// from its ApplyBatchCh), and returns its
 // index and term. It fails with ErrProposalDropped if a leader change
 // replaced the command, and with ctx.Err() if ctx ends first (the command
 // may still commit later).
@@ -393,7 +399,8 @@ func (n *Node) LeaderChanged() <-chan struct{} {
 // exited and the persist in progress, if any, has completed. Writes not yet
 // handed to the Persister are dropped, as in a crash; nothing was
 // acknowledged for them. Stop is safe to call more than once and
-// concurrently. Afterwards Propose returns ErrStopped and ApplyCh is closed.
+// concurrently. Afterwards Propose returns ErrStopped, and ApplyCh and
+// ApplyBatchCh are closed.
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	// Close the queue before waiting, not after: the wait lasts as long as

@@ -146,8 +146,14 @@ func TestSnapshot_EmptyNodeCatchesUpBySnapshot(t *testing.T) {
 // A restarted node loads its snapshot and the log after it: the application
 // first receives the snapshot, then the commands after it.
 func TestSnapshot_NodeRestartsFromSnapshot(t *testing.T) {
+	restartFromSnapshot(t, func(o rafttest.Options) rafttest.Options { return o })
+}
+
+// restartFromSnapshot runs TestSnapshot_NodeRestartsFromSnapshot on a
+// cluster whose options adjust returns.
+func restartFromSnapshot(t *testing.T, adjust func(rafttest.Options) rafttest.Options) {
 	var snaps snapCounter
-	c := rafttest.NewCluster(t, 3, snapOptions(7, 1<<10, &snaps))
+	c := rafttest.NewCluster(t, 3, adjust(snapOptions(7, 1<<10, &snaps)))
 	c.Leader()
 	for i := range 40 {
 		c.One(fmt.Appendf(nil, "c%d", i), 3, true)

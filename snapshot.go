@@ -44,7 +44,7 @@ var ErrSnapshotIndex = errors.New("raft: snapshot index not applied")
 // Snapshot records a snapshot of the application's state and compacts the
 // log behind it, so that the log, in memory and in the Persister, stays
 // bounded. index is the index of the last command the state includes: the
-// application must have received it from ApplyCh (CommandIndex), and must
+// application must have received it (CommandIndex), and must
 // not have applied any later one to the state that write saves.
 //
 // write streams the state to w; Snapshot runs it in the calling goroutine
@@ -53,7 +53,7 @@ var ErrSnapshotIndex = errors.New("raft: snapshot index not applied")
 // the log entries it covers, except the last Config.TrailingEntries (kept so
 // that a follower slightly behind catches up from the log). Followers that
 // need compacted entries receive the newest snapshot instead, on their
-// ApplyCh.
+// ApplyCh or ApplyBatchCh.
 //
 // A typical application calls Snapshot from its apply loop when a command
 // arrives with ApplyMsg.SnapshotDue, after applying it. An application whose

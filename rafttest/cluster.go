@@ -31,7 +31,8 @@ type Options struct {
 	// it has one (func()).
 	Persister func(id raft.NodeID) raft.Persister
 	// OnApply, if set, is called for every ApplyMsg, by the goroutine that
-	// drains that node's ApplyCh, before the message is checked. A slow
+	// drains that node's ApplyCh (or ApplyBatchCh, with
+	// Config.ApplyBatches), before the message is checked. A slow
 	// OnApply models a slow application.
 	OnApply func(id raft.NodeID, msg raft.ApplyMsg)
 	// Logger, if set, receives every node's logs.
@@ -41,7 +42,7 @@ type Options struct {
 	// The application's state is the digest of the commands applied (see
 	// internal/check); a snapshot holds it, followed by SnapshotPadding
 	// bytes of filler so that snapshots can be made as large as a test
-	// needs. A snapshot received on ApplyCh is read to the end, checked and
+	// needs. A snapshot received is read to the end, checked and
 	// restored, and must match the state every node had at its index.
 	SnapshotEvery   int
 	SnapshotPadding int
@@ -92,7 +93,7 @@ type member struct {
 	persister raft.Persister
 	node      *raft.Node // nil while crashed
 	inc       *check.Incarnation
-	drained   chan struct{} // closed when the ApplyCh consumer exits
+	drained   chan struct{} // closed when the apply channel's consumer exits
 	connected bool
 }
 
@@ -195,6 +196,9 @@ func (c *Cluster) start(id raft.NodeID) {
 		defer close(drained)
 		if cfg.ApplyBatches {
 			for batch := range node.ApplyBatchCh() {
+				if len(batch) == 0 || len(batch) > 1 && slices.ContainsFunc(batch, func(m raft.ApplyMsg) bool { return m.SnapshotValid }) {
+					c.t.Errorf("rafttest: node %d: a batch of %d messages, empty or a snapshot not alone", id, len(batch))
+				}
 				for _, msg := range batch {
 					apply(msg)
 				}
@@ -244,7 +248,7 @@ func (c *Cluster) Crash(id raft.NodeID) {
 }
 
 // Restart starts a crashed node id again on its persister. It is a new
-// incarnation: it replays its log on ApplyCh.
+// incarnation: it replays its log to its application.
 func (c *Cluster) Restart(id raft.NodeID) {
 	c.t.Helper()
 	c.Crash(id)
