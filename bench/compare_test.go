@@ -115,12 +115,18 @@ func TestHistogram(t *testing.T) {
 }
 
 func TestRawFsync(t *testing.T) {
-	r := RawFsync(t.TempDir(), 20*time.Millisecond)
+	r := RawFsync(t.TempDir(), 20*time.Millisecond, 3)
 	if r.Err != "" {
 		t.Fatal(r.Err)
 	}
 	if r.Fsync50 <= 0 || r.Datasync50 <= 0 || r.Ops < 40 {
 		t.Fatalf("%+v", r)
+	}
+	if r.Writers != 3 || r.Parallel50 <= 0 || r.Parallel99 < r.Parallel50 || r.ParallelOps <= 0 {
+		t.Fatalf("parallel fsync: %+v", r)
+	}
+	if one := RawFsync(t.TempDir(), 20*time.Millisecond, 1); one.Writers != 0 || one.Parallel50 != 0 {
+		t.Fatalf("one writer measured in parallel: %+v", one)
 	}
 }
 

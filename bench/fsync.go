@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -19,14 +22,24 @@ type FsyncResult struct {
 	Datasync50  time.Duration `json:"fdatasync_p50"`
 	Datasync99  time.Duration `json:"fdatasync_p99"`
 	DatasyncOps float64       `json:"fdatasync_per_sec"`
+	// Writers files appended to and fsynced at once, each by a goroutine
+	// of its own, as the nodes of a disk row do: p50 and p99 of one
+	// append+fsync, and fsyncs per second in all. Zero if Writers < 2.
+	Writers     int           `json:"writers,omitempty"`
+	Parallel50  time.Duration `json:"parallel_fsync_p50,omitempty"`
+	Parallel99  time.Duration `json:"parallel_fsync_p99,omitempty"`
+	ParallelOps float64       `json:"parallel_fsync_per_sec,omitempty"`
 	Err         string        `json:"err,omitempty"`
 }
 
 // RawFsync measures append+fsync and append+fdatasync of 4 KiB on a new file
 // in a new directory under dir, each for about d/2 (at least 20 ops each).
 // No log can commit faster than one of these: it is the reference for the
-// disk rows.
-func RawFsync(dir string, d time.Duration) (r FsyncResult) {
+// disk rows. Then, if writers > 1, it measures append+fsync on that many
+// files at once, for about d/2: a cluster whose nodes share the device
+// commits when a majority of such concurrent flushes are done, so that is
+// the floor of the disk rows.
+func RawFsync(dir string, d time.Duration, writers int) (r FsyncResult) {
 	r.Dir, r.FS, r.Size = dir, fsType(dir), 4<<10
 	tmp, err := os.MkdirTemp(dir, "raft-compare-fsync-")
 	if err != nil {
@@ -66,8 +79,62 @@ func RawFsync(dir string, d time.Duration) (r FsyncResult) {
 		r.Datasync50, r.Datasync99, r.DatasyncOps, n2, err = measure(fdatasync)
 	}
 	r.Ops = n1 + n2
+	if err == nil && writers > 1 {
+		r.Writers = writers
+		r.Parallel50, r.Parallel99, r.ParallelOps, err = parallelFsync(tmp, writers, d/2, data)
+	}
 	if err != nil {
 		r.Err = err.Error()
 	}
 	return r
+}
+
+// parallelFsync has writers goroutines each append data to a file of its
+// own, in a directory of its own under dir, and fsync it, over and over for
+// about d (at least 20 times each). It returns the p50 and p99 of one
+// append+fsync and the fsyncs per second of all of them together.
+func parallelFsync(dir string, writers int, d time.Duration, data []byte) (p50, p99 time.Duration, perSec float64, err error) {
+	files := make([]*os.File, writers)
+	defer func() {
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	for i := range files {
+		sub := filepath.Join(dir, fmt.Sprintf("writer%d", i))
+		if err := os.Mkdir(sub, 0o700); err != nil {
+			return 0, 0, 0, err
+		}
+		if files[i], err = os.OpenFile(filepath.Join(sub, "raw"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	h := new(histogram)
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, f := range files {
+		wg.Go(func() {
+			for n := 0; n < 20 || time.Since(start) < d; n++ {
+				t := time.Now()
+				if _, err := f.Write(data); err != nil {
+					errs[i] = err
+					return
+				}
+				if err := f.Sync(); err != nil {
+					errs[i] = err
+					return
+				}
+				h.record(time.Since(t))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return 0, 0, 0, err
+	}
+	return h.percentile(0.5), h.percentile(0.99), float64(h.total()) / elapsed.Seconds(), nil
 }

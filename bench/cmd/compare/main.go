@@ -71,7 +71,7 @@ func main() {
 	for i, c := range cells {
 		if c.Disk && (i == 0 || !cells[i-1].Disk) {
 			if *fsyncDur > 0 {
-				f := bench.RawFsync(*diskDir, *fsyncDur)
+				f := bench.RawFsync(*diskDir, *fsyncDur, c.Nodes)
 				fsync = &f
 				tw.fsync(f)
 			}

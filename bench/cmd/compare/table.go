@@ -66,6 +66,10 @@ func (t *table) fsync(f bench.FsyncResult) {
 	fmt.Fprintf(t.w, "raw disk on %s (%s), %d KiB appends one at a time: fsync p50 %s p99 %s (%s/s), fdatasync p50 %s p99 %s (%s/s)\n",
 		f.Dir, f.FS, f.Size>>10, dur(f.Fsync50), dur(f.Fsync99), thousands(f.FsyncOps),
 		dur(f.Datasync50), dur(f.Datasync99), thousands(f.DatasyncOps))
+	if f.Writers > 1 {
+		fmt.Fprintf(t.w, "raw disk, %d writers at once (a file each, as a disk row's nodes): fsync p50 %s p99 %s (%s/s in all)\n",
+			f.Writers, dur(f.Parallel50), dur(f.Parallel99), thousands(f.ParallelOps))
+	}
 	t.group = ""
 	if t.started {
 		fmt.Fprintln(t.w)
