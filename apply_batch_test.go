@@ -31,20 +31,8 @@ func startBatchNode(t *testing.T) *raft.Node {
 	})
 	require.NoError(t, err)
 	t.Cleanup(n.Stop)
-	waitUntil(t, "the node to lead", func() bool { _, ok := n.State(); return ok })
+	snapWait(t, "the node to lead", func() bool { _, ok := n.State(); return ok })
 	return n
-}
-
-// waitUntil polls cond every millisecond for up to 10 seconds.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestApplyBatches_OtherChannelIsClosed(t *testing.T) {
@@ -99,7 +87,7 @@ func TestApplyBatches_BatchStableUntilNextReceive(t *testing.T) {
 			held++
 			end := batch[len(batch)-1].CommandIndex
 			propose()
-			waitUntil(t, "the next round to commit", func() bool { return n.Status().Commit >= end+per })
+			snapWait(t, "the next round to commit", func() bool { return n.Status().Commit >= end+per })
 			require.Equal(t, kept, batch, "a held batch changed before the next receive")
 		}
 	}
@@ -132,7 +120,7 @@ func TestApplyBatches_AppliedOnlyOnceReceived(t *testing.T) {
 		index = idx
 		done <- err
 	}()
-	waitUntil(t, "the command to commit", func() bool { return n.Status().Commit >= 2 }) // 1 is the leader's empty entry
+	snapWait(t, "the command to commit", func() bool { return n.Status().Commit >= 2 }) // 1 is the leader's empty entry
 	select {
 	case err := <-done:
 		t.Fatalf("ProposeWait returned (%v) before the batch was received", err)
@@ -161,7 +149,7 @@ func TestApplyBatches_StopBeforeReceiveAnswersStopped(t *testing.T) {
 		_, _, err := n.ProposeWait(context.Background(), []byte("x"))
 		done <- err
 	}()
-	waitUntil(t, "the command to commit", func() bool { return n.Status().Commit >= 2 })
+	snapWait(t, "the command to commit", func() bool { return n.Status().Commit >= 2 })
 	n.Stop()
 	select {
 	case err := <-done:
