@@ -504,9 +504,41 @@ func deliver[T any](n *Node, c chan<- T, v T) bool {
 	}
 }
 
-// maxKeptBatch is the capacity, in messages, of the batch arrays the apply
-// loop keeps for reuse; a larger one (a burst of tiny commands) is dropped.
+// applyArrays are the arrays the apply loop builds its messages in. With
+// ApplyBatches two take turns: the receiver may hold the batch sent last,
+// so the next is built in the other, which the receiver had finished with
+// when it came back for the last. An array grown past maxKeptBatch
+// messages (a burst of tiny commands) is not kept.
+type applyArrays struct {
+	a    [2][]ApplyMsg
+	last int // the array of the batch sent last
+}
+
 const maxKeptBatch = 4096
+
+// next returns an empty slice of the free array.
+func (aa *applyArrays) next() []ApplyMsg { return aa.a[1-aa.last][:0] }
+
+// reuse takes back ms, from next, whose messages were copied out (ApplyCh).
+func (aa *applyArrays) reuse(ms []ApplyMsg) {
+	clear(ms)
+	aa.a[1-aa.last] = keepable(ms)
+}
+
+// sent records that the receiver now holds ms, from next: the array of the
+// batch before is free, and its references to commands are dropped.
+func (aa *applyArrays) sent(ms []ApplyMsg) {
+	clear(aa.a[aa.last])
+	aa.last = 1 - aa.last
+	aa.a[aa.last] = keepable(ms)
+}
+
+func keepable(ms []ApplyMsg) []ApplyMsg {
+	if cap(ms) > maxKeptBatch {
+		return nil
+	}
+	return ms
+}
 
 // applyLoop delivers committed commands on ApplyCh, or in batches on
 // ApplyBatchCh, and answers the ProposeWait calls of each batch once the
@@ -520,25 +552,7 @@ func (n *Node) applyLoop() {
 	}
 	interval := uint64(n.cfg.snapshotInterval())
 	var lastDue uint64 // the index SnapshotDue was last set on
-	// With ApplyBatches, two arrays take turns. The receiver may hold the
-	// batch sent last, so the next is built in the other array, which the
-	// receiver had finished with when it came back for the last.
-	var arrays [2][]ApplyMsg
-	last := 0 // the array of the batch sent last
-	newBatch := func() []ApplyMsg { return arrays[1-last][:0] }
-	sendBatch := func(ms []ApplyMsg) bool {
-		if !deliver(n, n.batchc, ms) {
-			return false
-		}
-		// Done with now: drop its references to commands at once.
-		clear(arrays[last])
-		last = 1 - last
-		arrays[last] = ms
-		if cap(ms) > maxKeptBatch {
-			arrays[last] = nil
-		}
-		return true
-	}
+	var arrays applyArrays
 	for {
 		var b applyBatch
 		select {
@@ -546,35 +560,16 @@ func (n *Node) applyLoop() {
 		case <-n.stopc:
 			return
 		}
+		msgs := arrays.next()
+		var upTo uint64 // the log index the batch brings the application to
 		if in := b.restore; in != nil {
-			m := ApplyMsg{SnapshotValid: true, Snapshot: in.r, SnapshotIndex: in.meta.Index, SnapshotTerm: in.meta.Term}
-			var ok bool
-			if n.cfg.ApplyBatches {
-				ok = sendBatch(append(newBatch(), m))
-			} else {
-				ok = deliver(n, n.applyc, m)
-			}
-			if !ok {
-				in.r.Close()
-				answerStopped(b.waiters)
-				return
-			}
-			n.applied.Store(in.meta.Index)
-			for _, p := range b.waiters {
-				p.done <- proposalResult{index: p.index, term: p.term, final: true}
-			}
-			continue
-		}
-		var batch []ApplyMsg
-		if n.cfg.ApplyBatches {
-			batch = newBatch()
+			msgs = append(msgs, ApplyMsg{SnapshotValid: true, Snapshot: in.r, SnapshotIndex: in.meta.Index, SnapshotTerm: in.meta.Term})
+			upTo = in.meta.Index
 		}
 		for i := range b.ents {
 			e := &b.ents[i]
+			upTo = e.Index
 			if e.Type != EntryNormal {
-				if !n.cfg.ApplyBatches {
-					n.applied.Store(e.Index)
-				}
 				continue
 			}
 			due := false
@@ -583,34 +578,56 @@ func (n *Node) applyLoop() {
 			if e.Index >= max(n.snapIndex.Load(), lastDue)+interval {
 				due, lastDue = true, e.Index
 			}
-			m := ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due}
-			if n.cfg.ApplyBatches {
-				batch = append(batch, m)
-				continue
-			}
-			if !deliver(n, n.applyc, m) {
-				// Stopped mid-batch: what the application received was
-				// applied; the rest is unknown.
-				for _, p := range b.waiters {
-					if p.index < e.Index {
-						p.done <- proposalResult{index: p.index, term: p.term, final: true}
-					} else {
-						p.answerStopped()
-					}
-				}
-				return
-			}
-			n.applied.Store(e.Index)
+			msgs = append(msgs, ApplyMsg{CommandValid: true, Command: e.Data, CommandIndex: e.Index, CommandTerm: e.Term, SnapshotDue: due})
 		}
-		if len(batch) > 0 && !sendBatch(batch) {
-			answerStopped(b.waiters) // none of the batch was received
+		if got := n.deliverAll(&arrays, msgs); got < len(msgs) {
+			// Stopped: what the application received was applied; the
+			// rest is unknown. A snapshot's cut is 0: no waiter of it
+			// was applied.
+			if in := b.restore; in != nil {
+				in.r.Close()
+			}
+			cut := msgs[got].CommandIndex
+			for _, p := range b.waiters {
+				if p.index < cut {
+					p.done <- proposalResult{index: p.index, term: p.term, final: true}
+				} else {
+					p.answerStopped()
+				}
+			}
 			return
 		}
-		if k := len(b.ents); k > 0 && n.cfg.ApplyBatches {
-			n.applied.Store(b.ents[k-1].Index)
+		if upTo != 0 {
+			n.applied.Store(upTo)
 		}
 		for _, p := range b.waiters {
 			p.done <- proposalResult{index: p.index, term: p.term, final: true}
 		}
 	}
+}
+
+// deliverAll hands msgs, built in arrays.next(), to the application, and
+// returns how many it received before the node stopped: all or none of a
+// batch on ApplyBatchCh, each in turn on ApplyCh.
+func (n *Node) deliverAll(arrays *applyArrays, msgs []ApplyMsg) int {
+	if n.cfg.ApplyBatches {
+		if len(msgs) == 0 {
+			return 0
+		}
+		if !deliver(n, n.batchc, msgs) {
+			return 0
+		}
+		arrays.sent(msgs)
+		return len(msgs)
+	}
+	for i, m := range msgs {
+		if !deliver(n, n.applyc, m) {
+			return i
+		}
+		if m.CommandValid {
+			n.applied.Store(m.CommandIndex)
+		}
+	}
+	arrays.reuse(msgs)
+	return len(msgs)
 }
