@@ -36,9 +36,11 @@ type FsyncResult struct {
 // in a new directory under dir, each for about d/2 (at least 20 ops each).
 // No log can commit faster than one of these: it is the reference for the
 // disk rows. Then, if writers > 1, it measures append+fsync on that many
-// files at once, for about d/2: a cluster whose nodes share the device
-// commits when a majority of such concurrent flushes are done, so that is
-// the floor of the disk rows.
+// files at once, for about d/2, as a cluster's nodes on one device write:
+// a commit waits for a majority of such concurrent flushes, so a lone
+// fsync is a floor no disk row reaches, and this is the reference to read
+// them against (not a floor either: these writers never pause, the nodes
+// do between rounds).
 func RawFsync(dir string, d time.Duration, writers int) (r FsyncResult) {
 	r.Dir, r.FS, r.Size = dir, fsType(dir), 4<<10
 	tmp, err := os.MkdirTemp(dir, "raft-compare-fsync-")
