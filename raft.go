@@ -225,9 +225,9 @@ type Node struct {
 // invalid or the persisted state cannot be loaded.
 //
 // The node delivers, on ApplyCh or ApplyBatchCh (see Config.ApplyBatches),
-// every committed command it holds (after a
-// restart: from the start of the log up to the last commit index it had
-// persisted, then onwards as the leader tells it).
+// every committed command it holds (after a restart: from the start of the
+// log up to the last commit index it had persisted, then onwards as the
+// leader tells it).
 func NewNode(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
