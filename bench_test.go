@@ -25,7 +25,7 @@ func BenchmarkPropose(b *testing.B) {
 		for _, size := range []int{128} {
 			for _, proposers := range []int{1, 16, 256, 1024} {
 				name := fmt.Sprintf("nodes=%d/bytes=%d/proposers=%d", nodes, size, proposers)
-				b.Run(name, func(b *testing.B) { benchPropose(b, nodes, size, proposers) })
+				b.Run(name, func(b *testing.B) { benchPropose(b, nodes, size, proposers, false) })
 			}
 		}
 	}
@@ -37,16 +37,12 @@ func BenchmarkPropose(b *testing.B) {
 func BenchmarkProposeBatches(b *testing.B) {
 	for _, proposers := range []int{1, 16, 256, 1024} {
 		name := fmt.Sprintf("nodes=3/bytes=128/proposers=%d", proposers)
-		b.Run(name, func(b *testing.B) {
-			bc := newBenchCluster(b, 3, memoryPersister, true)
-			defer bc.stop()
-			reportLatency(b, runProposers(b, bc.waitLeader(b), 128, proposers))
-		})
+		b.Run(name, func(b *testing.B) { benchPropose(b, 3, 128, proposers, true) })
 	}
 }
 
-func benchPropose(b *testing.B, nodes, size, proposers int) {
-	bc := newBenchCluster(b, nodes, memoryPersister, false)
+func benchPropose(b *testing.B, nodes, size, proposers int, batches bool) {
+	bc := newBenchCluster(b, nodes, memoryPersister, batches)
 	defer bc.stop()
 	leader := bc.waitLeader(b)
 	reportLatency(b, runProposers(b, leader, size, proposers))

@@ -62,16 +62,9 @@ func RawFsync(dir string, d time.Duration, writers int) (r FsyncResult) {
 	measure := func(sync func(*os.File) error) (p50, p99 time.Duration, perSec float64, n int, err error) {
 		h := new(histogram)
 		start := time.Now()
-		for n < 20 || time.Since(start) < d/2 {
-			t := time.Now()
-			if _, err := f.Write(data); err != nil {
-				return 0, 0, 0, n, err
-			}
-			if err := sync(f); err != nil {
-				return 0, 0, 0, n, err
-			}
-			h.record(time.Since(t))
-			n++
+		n, err = appendSyncLoop(f, data, sync, h, start, d/2)
+		if err != nil {
+			return 0, 0, 0, n, err
 		}
 		return h.percentile(0.5), h.percentile(0.99), float64(n) / time.Since(start).Seconds(), n, nil
 	}
@@ -118,20 +111,7 @@ func parallelFsync(dir string, writers int, d time.Duration, data []byte) (p50, 
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i, f := range files {
-		wg.Go(func() {
-			for n := 0; n < 20 || time.Since(start) < d; n++ {
-				t := time.Now()
-				if _, err := f.Write(data); err != nil {
-					errs[i] = err
-					return
-				}
-				if err := f.Sync(); err != nil {
-					errs[i] = err
-					return
-				}
-				h.record(time.Since(t))
-			}
-		})
+		wg.Go(func() { _, errs[i] = appendSyncLoop(f, data, (*os.File).Sync, h, start, d) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -139,4 +119,21 @@ func parallelFsync(dir string, writers int, d time.Duration, data []byte) (p50, 
 		return 0, 0, 0, err
 	}
 	return h.percentile(0.5), h.percentile(0.99), float64(h.total()) / elapsed.Seconds(), nil
+}
+
+// appendSyncLoop appends data to f and syncs it, recording each pair's
+// latency in h, at least 20 times and until d has passed since start. It
+// returns how many pairs it completed.
+func appendSyncLoop(f *os.File, data []byte, sync func(*os.File) error, h *histogram, start time.Time, d time.Duration) (n int, err error) {
+	for ; n < 20 || time.Since(start) < d; n++ {
+		t := time.Now()
+		if _, err := f.Write(data); err != nil {
+			return n, err
+		}
+		if err := sync(f); err != nil {
+			return n, err
+		}
+		h.record(time.Since(t))
+	}
+	return n, nil
 }
